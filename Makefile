@@ -1,0 +1,57 @@
+# Meridian's build. CI runs `make test` (through .ci/run); see README.md.
+SHELL := /bin/bash
+GO ?= go
+PKG := github.com/meridiandb/meridian
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+LDFLAGS := -X $(PKG)/internal/buildinfo.version=$(VERSION) -X $(PKG)/internal/buildinfo.commit=$(COMMIT)
+TEST_TIMEOUT ?= 15m
+
+.PHONY: all build deps fmt fmt-check vet staticcheck lint test test-go test-nonroot check-leaks bench clean
+
+all: build
+
+## build: compile bin/meridian
+build:
+	$(GO) build -ldflags "$(LDFLAGS)" -o bin/meridian ./cmd/meridian
+
+## deps: install what the tests and the lab need (PostgreSQL from the distribution's packages)
+deps:
+	@scripts/install-postgres.sh
+
+## fmt: rewrite Go files with gofmt
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+
+vet:
+	$(GO) vet ./...
+
+staticcheck:
+	$(GO) tool staticcheck ./...
+
+## lint: gofmt check, go vet, staticcheck
+lint: fmt-check vet staticcheck
+
+## test: everything CI checks: lint, the suite as an unprivileged user and as the caller (with the race
+## detector), then that no test server outlived the tests
+test: deps lint test-nonroot test-go check-leaks
+
+test-go:
+	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+## test-nonroot: when root, run the suite again as the unprivileged user "postgres"
+test-nonroot:
+	@scripts/test-nonroot.sh
+
+check-leaks:
+	@scripts/check-leaks.sh
+
+## bench: benchmarks (WAN link throughput, ...)
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+clean:
+	rm -rf bin

@@ -1,0 +1,52 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/meridiandb/meridian/internal/proxy"
+)
+
+func newProxyCmd() *cobra.Command {
+	var configPath, logLevel string
+	cmd := &cobra.Command{
+		Use:   "proxy --config FILE",
+		Short: "Run the PostgreSQL proxy: pooling, read/write split, follows the primary",
+		Long: "meridian proxy is what applications connect to instead of PostgreSQL. Reads go to a replica in the\n" +
+			"proxy's region, writes to the primary wherever it is. See docs/proxy.md for the configuration.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if configPath == "" {
+				return usageError{fmt.Errorf("--config is required")}
+			}
+			cfg, err := proxy.LoadConfig(configPath)
+			if err != nil {
+				return err
+			}
+			log, err := newLogger(logLevel)
+			if err != nil {
+				return usageError{err}
+			}
+			p, err := proxy.New(cfg, log.With("component", "proxy"))
+			if err != nil {
+				return err
+			}
+			return p.Run(cmd.Context())
+		},
+	}
+	cmd.Flags().StringVar(&configPath, "config", "", "YAML configuration file (required)")
+	cmd.Flags().StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	return cmd
+}
+
+// newLogger builds the JSON logger every component writes to stderr.
+func newLogger(level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	return slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: l})), nil
+}

@@ -1,0 +1,300 @@
+package classify
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+)
+
+// Route says where a statement may run.
+type Route uint8
+
+const (
+	// RouteNone is the zero Route; it only appears as Result.Hint when the
+	// text carries no routing hint.
+	RouteNone Route = iota
+	// RouteReplica: the statement only reads and may run on a replica.
+	RouteReplica
+	// RoutePrimary: the statement writes, takes locks, changes session state
+	// or otherwise needs the primary.
+	RoutePrimary
+)
+
+func (r Route) String() string {
+	switch r {
+	case RouteNone:
+		return "none"
+	case RouteReplica:
+		return "replica"
+	case RoutePrimary:
+		return "primary"
+	}
+	return fmt.Sprintf("Route(%d)", uint8(r))
+}
+
+// TxnOp is the transaction-control effect of a statement. For a text with
+// several statements it is the last one's (which decides whether a
+// transaction is open afterwards).
+type TxnOp uint8
+
+const (
+	TxnNone             TxnOp = iota
+	TxnBegin                  // BEGIN / START TRANSACTION (read write)
+	TxnBeginReadOnly          // BEGIN READ ONLY, START TRANSACTION ... READ ONLY
+	TxnCommit                 // COMMIT / END
+	TxnCommitAndChain         // COMMIT AND CHAIN: commits and opens a new transaction
+	TxnRollback               // ROLLBACK / ABORT
+	TxnRollbackAndChain       // ROLLBACK AND CHAIN
+	TxnSavepoint              // SAVEPOINT name
+	TxnRelease                // RELEASE [SAVEPOINT] name
+	TxnRollbackTo             // ROLLBACK TO [SAVEPOINT] name
+	TxnSetReadOnly            // SET TRANSACTION READ ONLY
+	TxnSetTransaction         // any other SET TRANSACTION (isolation, READ WRITE, SNAPSHOT)
+	TxnPrepare                // PREPARE TRANSACTION 'gid' (two-phase commit)
+	TxnCommitPrepared         // COMMIT PREPARED 'gid'
+	TxnRollbackPrepared       // ROLLBACK PREPARED 'gid'
+)
+
+var txnNames = [...]string{
+	TxnNone:             "none",
+	TxnBegin:            "BEGIN",
+	TxnBeginReadOnly:    "BEGIN READ ONLY",
+	TxnCommit:           "COMMIT",
+	TxnCommitAndChain:   "COMMIT AND CHAIN",
+	TxnRollback:         "ROLLBACK",
+	TxnRollbackAndChain: "ROLLBACK AND CHAIN",
+	TxnSavepoint:        "SAVEPOINT",
+	TxnRelease:          "RELEASE",
+	TxnRollbackTo:       "ROLLBACK TO SAVEPOINT",
+	TxnSetReadOnly:      "SET TRANSACTION READ ONLY",
+	TxnSetTransaction:   "SET TRANSACTION",
+	TxnPrepare:          "PREPARE TRANSACTION",
+	TxnCommitPrepared:   "COMMIT PREPARED",
+	TxnRollbackPrepared: "ROLLBACK PREPARED",
+}
+
+func (t TxnOp) String() string {
+	if int(t) < len(txnNames) {
+		return txnNames[t]
+	}
+	return fmt.Sprintf("TxnOp(%d)", uint8(t))
+}
+
+// Pin is a set of reasons why the client session must from now on keep the
+// same server connection (session state that lives on one server only). It
+// is a bit set: one text can pin for several reasons.
+type Pin uint8
+
+const (
+	PinNone         Pin = 0
+	PinListen       Pin = 1 << (iota - 1) // LISTEN
+	PinAdvisoryLock                       // session-level pg_advisory_lock*, pg_try_advisory_lock*
+	PinHoldCursor                         // DECLARE ... WITH HOLD
+	PinTempTable                          // CREATE TEMP table/sequence/view, ON COMMIT, pg_temp schema
+	PinPrepare                            // SQL-level PREPARE
+)
+
+func (p Pin) String() string {
+	if p == PinNone {
+		return "none"
+	}
+	var parts []string
+	for _, n := range []struct {
+		bit  Pin
+		name string
+	}{
+		{PinListen, "listen"},
+		{PinAdvisoryLock, "advisory-lock"},
+		{PinHoldCursor, "hold-cursor"},
+		{PinTempTable, "temp-table"},
+		{PinPrepare, "prepare"},
+	} {
+		if p&n.bit != 0 {
+			parts = append(parts, n.name)
+			p &^= n.bit
+		}
+	}
+	if p != 0 {
+		parts = append(parts, fmt.Sprintf("0x%x", uint8(p)))
+	}
+	return strings.Join(parts, "|")
+}
+
+// SetKind says what a SET or RESET does to a run-time parameter.
+type SetKind uint8
+
+const (
+	SetSession  SetKind = iota + 1 // SET name = value (session-wide until RESET)
+	SetReset                       // RESET name, SET name TO DEFAULT
+	SetResetAll                    // RESET ALL
+	SetLocal                       // SET LOCAL, set_config(..., true): ends with the transaction, not tracked
+)
+
+func (k SetKind) String() string {
+	switch k {
+	case SetSession:
+		return "set"
+	case SetReset:
+		return "reset"
+	case SetResetAll:
+		return "reset-all"
+	case SetLocal:
+		return "set-local"
+	}
+	return fmt.Sprintf("SetKind(%d)", uint8(k))
+}
+
+// SetOp is one change of a run-time parameter found in the text, for the
+// proxy to track and replay on other server connections.
+type SetOp struct {
+	Kind SetKind
+	// Name is the lower-case parameter name ("search_path",
+	// "meridian.route", "timezone"); empty for RESET ALL.
+	Name string
+	// Value is the new value: string and identifier values unquoted,
+	// numbers as written, list items joined with ", " ("a, b"), anything
+	// more complex as its source text. Empty for RESET.
+	Value string
+	// Stmt is the statement's own SQL text (without the trailing ';'),
+	// ready to replay: replay Stmt rather than rebuilding it from Value,
+	// which loses quoting ("$user").
+	Stmt string
+}
+
+// Result is the classification of one query text (one or more statements).
+type Result struct {
+	Route Route
+	// Reason is a short explanation of a primary route ("INSERT",
+	// "FOR UPDATE", "nextval()", "DDL", "hint", "parse error", ...); empty
+	// for a read.
+	Reason string
+	Txn    TxnOp
+	Pin    Pin
+	// Sets lists the SET / RESET statements in order. It is shared with the
+	// cache: callers must not modify it.
+	Sets []SetOp
+	// Discard is set for DISCARD ALL and DEALLOCATE ALL, which drop the
+	// session's server-side prepared statements (and, for DISCARD ALL, the
+	// rest of its state).
+	Discard bool
+	// Hint is the route asked for by a /* meridian:primary */ or
+	// /* meridian:replica */ comment (RouteNone without one). A primary hint
+	// sends a read to the primary; a replica hint never moves a statement
+	// that needs the primary.
+	Hint Route
+	// Statements is the number of statements in the text (0 for an empty
+	// query, and for a text that does not parse).
+	Statements int
+}
+
+// Config configures a Classifier.
+type Config struct {
+	// CacheSize bounds the number of query texts whose Result is cached.
+	// 0 means DefaultCacheSize; a negative value disables the cache.
+	CacheSize int
+	// WriteFunctions are extra function names, optionally schema-qualified
+	// ("audit_log", "app.touch"), whose calls must run on the primary. An
+	// unqualified entry matches a call in any schema; a qualified one
+	// matches calls qualified with that schema and unqualified calls (which
+	// the search_path may resolve to it). Matching ignores case.
+	WriteFunctions []string
+}
+
+// DefaultCacheSize is the cache size used when Config.CacheSize is 0.
+const DefaultCacheSize = 10000
+
+// maxCachedLen is the longest query text kept in the cache: statements
+// longer than this (bulk INSERTs with inline values, mostly) are rarely
+// repeated verbatim and would make the cache's memory unbounded.
+const maxCachedLen = 16 << 10
+
+// Validate reports configuration errors, naming the key.
+func (c Config) Validate() error {
+	var errs []error
+	for i, name := range c.WriteFunctions {
+		if _, err := parseFuncName(name); err != nil {
+			errs = append(errs, fmt.Errorf("write_functions[%d]: %w", i, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Classifier classifies statements. It is safe for concurrent use.
+type Classifier struct {
+	// funcs is the current write-function set; replaced as a whole by
+	// SetWriteFunctions, read without locks by Classify.
+	funcs atomic.Pointer[funcSet]
+	// mu serialises SetWriteFunctions so that generations increase with
+	// the order in which lists are installed.
+	mu     sync.Mutex
+	static []funcName // from Config.WriteFunctions
+	cache  *cache     // nil when disabled
+}
+
+// New returns a Classifier. Invalid WriteFunctions entries (see
+// Config.Validate) are ignored.
+func New(cfg Config) *Classifier {
+	c := &Classifier{static: parseFuncNames(cfg.WriteFunctions)}
+	size := cfg.CacheSize
+	if size == 0 {
+		size = DefaultCacheSize
+	}
+	if size > 0 {
+		c.cache = newCache(size)
+	}
+	c.funcs.Store(newFuncSet(1, c.static, nil))
+	return c
+}
+
+// SetWriteFunctions replaces the dynamic list of write functions (the proxy
+// fills it from pg_proc with user-defined VOLATILE functions); the names in
+// Config.WriteFunctions stay. Cached results are invalidated. Invalid names
+// are ignored.
+func (c *Classifier) SetWriteFunctions(names []string) {
+	dyn := parseFuncNames(names)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	old := c.funcs.Load()
+	c.funcs.Store(newFuncSet(old.gen+1, c.static, dyn))
+	if c.cache != nil {
+		// Entries also carry their generation, so one computed with the old
+		// list and stored after this purge is never served.
+		c.cache.purge()
+	}
+}
+
+// Classify classifies a query text: one statement or several separated by
+// semicolons, as sent in a simple Query message.
+func (c *Classifier) Classify(sql string) Result {
+	fs := c.funcs.Load()
+	cacheable := c.cache != nil && len(sql) <= maxCachedLen
+	if cacheable {
+		if r, ok := c.cache.get(sql, fs.gen); ok {
+			return r
+		}
+	}
+	r, ok := classifyFast(sql, fs)
+	if !ok {
+		r = classifySlow(sql, fs)
+	}
+	if cacheable {
+		c.cache.put(sql, fs.gen, r)
+	}
+	return r
+}
+
+// finish applies the routing hint: a primary hint moves a read to the
+// primary, a replica hint is noted but never overrides a primary route.
+func finish(r Result, hint Route) Result {
+	r.Hint = hint
+	switch {
+	case hint == RoutePrimary && r.Route != RoutePrimary:
+		r.Route = RoutePrimary
+		r.Reason = "hint"
+	case hint == RouteReplica && r.Route == RoutePrimary:
+		r.Reason += " (replica hint ignored)"
+	}
+	return r
+}

@@ -1,0 +1,814 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/meridiandb/meridian/internal/classify"
+)
+
+// client is one client connection and its session state. Its fields are owned by the client's
+// goroutine except where noted.
+type client struct {
+	p    *Proxy
+	conn net.Conn
+	rd   *msgReader
+	wr   *bufio.Writer
+	log  *slog.Logger
+	out  []byte // scratch for messages the proxy composes
+
+	user, database string
+	pid            uint32
+	secret         []byte
+
+	startup  []kv             // startup parameters replayed on every server connection
+	sets     []trackedSet     // session SETs, replayed on every server connection
+	pending  []classify.SetOp // SETs inside the current transaction (applied at COMMIT)
+	stateKey uint64           // hash of startup+sets; equal keys mean equal session state
+
+	routeMode       string // meridian.route: auto, primary or replica
+	defaultReadOnly bool   // default_transaction_read_only for the session
+	stmts           map[string]*prepStmt
+	unnamed         *prepStmt
+
+	mu  sync.Mutex  // guards cur, which cancel requests read
+	cur *serverConn // the server connection in use, if any
+
+	held       map[string]*serverConn // session mode and pins: node → connection kept for the session
+	pinnedNode string                 // non-empty when pinned: every statement goes to held[pinnedNode]
+	txStatus   byte                   // as last reported to the client: 'I', 'T' or 'E'
+	deferBegin string                 // a BEGIN answered locally, to be sent with the next statement
+	deadTxn    bool                   // the transaction's server died: only ROLLBACK/COMMIT end it
+	needSync   bool                   // an extended COPY FROM STDIN swallowed the batch's Sync
+
+	arena []byte // client messages of the current extended batch
+	items []item
+	steps []step
+}
+
+// trackedSet is one session-level SET, kept as its statement text for replay.
+type trackedSet struct {
+	name string
+	stmt string
+}
+
+// prepStmt is a client's prepared statement.
+type prepStmt struct {
+	sql        string
+	paramTypes []byte // Parse's parameter-type section, verbatim
+	internal   string // its name on server connections
+	res        classify.Result
+}
+
+func (p *Proxy) serveClient(conn net.Conn) {
+	defer conn.Close()
+	if tc, ok := conn.(*net.TCPConn); ok {
+		_ = tc.SetNoDelay(true)
+		_ = tc.SetKeepAlive(true)
+	}
+	c := &client{
+		p: p, conn: conn, rd: newMsgReader(conn, 16<<10, p.cfg.MaxMessageSize), wr: bufio.NewWriterSize(conn, 16<<10),
+		routeMode: "auto", stmts: map[string]*prepStmt{}, held: map[string]*serverConn{}, txStatus: 'I',
+	}
+	c.log = p.log.With("remote", conn.RemoteAddr().String())
+	st, err := p.readStartup(conn, c.rd.r)
+	if err != nil || st == nil {
+		if err != nil && !errors.Is(err, io.EOF) {
+			c.log.Debug("startup failed", "err", err)
+			c.fatal(err)
+		}
+		return
+	}
+	c.user, c.database = st.user, st.database
+	c.log = c.log.With("user", st.user, "database", st.database)
+	if n := p.nclients.Add(1); n > int64(p.cfg.MaxClientConn) {
+		p.nclients.Add(-1)
+		p.metrics.clientsRejected.Inc()
+		c.fatal(newError(codeTooManyConnections, "too many client connections: max_client_conn is %d", p.cfg.MaxClientConn))
+		return
+	}
+	defer p.nclients.Add(-1)
+	p.metrics.clientsTotal.Inc()
+	p.metrics.clientsActive.Inc()
+	defer p.metrics.clientsActive.Dec()
+	for _, o := range st.params {
+		if strings.HasPrefix(o.key, "meridian.") {
+			if err := c.setLocal(o.key, o.value); err != nil {
+				c.fatal(err)
+				return
+			}
+			continue
+		}
+		c.startup = append(c.startup, o)
+		if o.key == "default_transaction_read_only" {
+			c.defaultReadOnly = isOn(o.value)
+		}
+	}
+	c.recomputeKey()
+	p.register(c)
+	defer p.unregister(c)
+	ctx, cancel := context.WithTimeout(p.ctx, p.cfg.QueryWaitTimeout+p.cfg.ServerConnectTimeout)
+	err = c.login(ctx, st)
+	cancel()
+	if err != nil {
+		c.fatal(err)
+		return
+	}
+	defer c.releaseAll()
+	if err := c.loop(); err != nil && !errors.Is(err, errClientGone) && !errors.Is(err, net.ErrClosed) {
+		c.log.Debug("client session ended", "err", err)
+	}
+}
+
+// fatal sends a FATAL error (when the connection still allows it) before the connection closes.
+func (c *client) fatal(err error) {
+	pe := toPgError(err)
+	pe.Severity = "FATAL"
+	c.p.metrics.errors.WithLabelValues(sqlstateClass(pe.Code)).Inc()
+	_ = c.conn.SetWriteDeadline(time.Now().Add(time.Second))
+	_, _ = c.conn.Write(appendError(nil, pe))
+}
+
+func sqlstateClass(code string) string {
+	if len(code) < 2 {
+		return "??"
+	}
+	return code[:2]
+}
+
+// loop reads and serves client messages until the client leaves.
+func (c *client) loop() error {
+	for {
+		typ, msg, err := c.rd.next()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return errClientGone
+			}
+			if errors.Is(err, ErrMessageTooLarge) || errors.Is(err, errMalformed) {
+				c.fatal(newError(codeProtocolViolation, "%v", err))
+			}
+			return err
+		}
+		switch typ {
+		case msgQuery:
+			err = c.simpleQuery(msg)
+		case msgParse, msgBind, msgDescribe, msgExecute, msgClose:
+			err = c.addItem(typ, msg)
+		case msgSync, msgFlush:
+			if err = c.addItem(typ, msg); err == nil {
+				err = c.runBatch()
+			}
+		case msgFuncCall:
+			err = c.functionCall(msg)
+		case msgTerminate:
+			return errClientGone
+		case msgCopyData, msgCopyDone, msgCopyFail:
+			// Outside COPY these are ignored, as PostgreSQL does after a failed COPY.
+		default:
+			c.fatal(newError(codeProtocolViolation, "invalid frontend message type %q", typ))
+			return fmt.Errorf("invalid message type %q", typ)
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// ---- session state ----
+
+func isOn(v string) bool {
+	switch strings.ToLower(strings.Trim(v, `'" `)) {
+	case "on", "true", "1", "yes", "t", "y":
+		return true
+	}
+	return false
+}
+
+func (c *client) recomputeKey() {
+	if len(c.startup) == 0 && len(c.sets) == 0 {
+		c.stateKey = 0
+		return
+	}
+	h := fnv.New64a()
+	for _, o := range c.startup {
+		h.Write([]byte(o.key))
+		h.Write([]byte{0})
+		h.Write([]byte(o.value))
+		h.Write([]byte{0})
+	}
+	h.Write([]byte{1})
+	for _, s := range c.sets {
+		h.Write([]byte(s.stmt))
+		h.Write([]byte{0})
+	}
+	c.stateKey = h.Sum64() | 1 // never 0, which means "server defaults"
+}
+
+// applySets records SETs that took effect for the session.
+func (c *client) applySets(ops []classify.SetOp) {
+	for _, op := range ops {
+		switch op.Kind {
+		case classify.SetLocal:
+			continue
+		case classify.SetResetAll:
+			c.sets = c.sets[:0]
+			c.defaultReadOnly = false
+			continue
+		}
+		for i := range c.sets {
+			if c.sets[i].name == op.Name {
+				c.sets = append(c.sets[:i], c.sets[i+1:]...)
+				break
+			}
+		}
+		if op.Name == "default_transaction_read_only" {
+			c.defaultReadOnly = op.Kind == classify.SetSession && isOn(op.Value)
+		}
+		if op.Kind == classify.SetSession {
+			c.sets = append(c.sets, trackedSet{name: op.Name, stmt: op.Stmt})
+		}
+	}
+	c.recomputeKey()
+}
+
+// stateSQL is the statement that brings a server connection to the client's session state.
+func (c *client) stateSQL(fromDefaults bool) string {
+	var b strings.Builder
+	if !fromDefaults {
+		b.WriteString("RESET ALL;")
+	}
+	for _, o := range c.startup {
+		// set_config parses the value like the startup packet does (lists such as search_path).
+		fmt.Fprintf(&b, "SELECT pg_catalog.set_config(%s, %s, false);", quoteLiteral(o.key), quoteLiteral(o.value))
+	}
+	for _, s := range c.sets {
+		b.WriteString(strings.TrimRight(strings.TrimSpace(s.stmt), ";"))
+		b.WriteString(";")
+	}
+	return b.String()
+}
+
+func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
+
+// syncState replays the client's session state on sc if sc carries another client's.
+func (c *client) syncState(sc *serverConn) error {
+	if sc.stateKey == c.stateKey {
+		return nil
+	}
+	sql := c.stateSQL(sc.stateKey == 0)
+	if sql == "" {
+		sc.stateKey = c.stateKey
+		return nil
+	}
+	if _, err := sc.wr.Write(encodeQuery(c.out[:0], sql)); err != nil {
+		return c.serverLost(sc, err)
+	}
+	if err := sc.wr.Flush(); err != nil {
+		return c.serverLost(sc, err)
+	}
+	var firstErr *pgError
+	for {
+		typ, msg, err := sc.rd.next()
+		if err != nil {
+			return c.serverLost(sc, err)
+		}
+		switch typ {
+		case msgErrorResponse:
+			if firstErr == nil {
+				firstErr = newError(errorCode(msg), "could not restore session settings on node %s", sc.pool.key.node)
+			}
+		case msgReadyForQuery:
+			if firstErr != nil {
+				sc.stateKey = ^uint64(0) // unknown: replay from scratch next time
+				return firstErr
+			}
+			sc.stateKey = c.stateKey
+			return nil
+		}
+	}
+}
+
+// ---- server connections ----
+
+// checkout returns the connection to run on for target t: the held one (transaction in progress,
+// pin, session mode) or one from the pool, with the session state applied.
+func (c *client) checkout(t target) (*serverConn, error) {
+	if c.cur != nil {
+		return c.cur, nil
+	}
+	if sc := c.held[t.node.Name]; sc != nil {
+		c.setCur(sc)
+		return sc, nil
+	}
+	ctx, cancel := context.WithTimeout(c.p.ctx, c.p.cfg.QueryWaitTimeout+c.p.cfg.ServerConnectTimeout)
+	defer cancel()
+	sc, err := c.p.pool(t.node, c.user, c.database).acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	c.p.metrics.serversActive.WithLabelValues(t.node.Name).Inc()
+	c.p.metrics.transactions.WithLabelValues(t.route, t.node.Name).Inc()
+	c.setCur(sc)
+	if err := c.syncState(sc); err != nil {
+		c.releaseCur()
+		return nil, err
+	}
+	return sc, nil
+}
+
+func (c *client) setCur(sc *serverConn) {
+	c.mu.Lock()
+	c.cur = sc
+	c.mu.Unlock()
+}
+
+// releaseCur gives the current connection back (or keeps it, when pinned or in session mode).
+func (c *client) releaseCur() {
+	sc := c.cur
+	if sc == nil {
+		return
+	}
+	c.setCur(nil)
+	if sc.broken {
+		delete(c.held, sc.pool.key.node)
+		if c.pinnedNode == sc.pool.key.node {
+			c.pinnedNode = ""
+		}
+		c.p.metrics.serversActive.WithLabelValues(sc.pool.key.node).Dec()
+		sc.pool.release(sc)
+		return
+	}
+	if c.pinnedNode != "" || c.p.cfg.PoolMode == PoolSession {
+		c.held[sc.pool.key.node] = sc
+		return
+	}
+	c.p.metrics.serversActive.WithLabelValues(sc.pool.key.node).Dec()
+	sc.pool.release(sc)
+}
+
+// releaseAll returns every connection when the client leaves: connections in a transaction are
+// rolled back, connections that carried session-only state are reset with DISCARD ALL.
+func (c *client) releaseAll() {
+	if c.cur != nil {
+		c.held[c.cur.pool.key.node] = c.cur
+		c.setCur(nil)
+	}
+	dirty := c.pinnedNode != "" || c.p.cfg.PoolMode == PoolSession
+	for node, sc := range c.held {
+		delete(c.held, node)
+		if !sc.broken {
+			reset := ""
+			if c.txStatus != 'I' {
+				reset = "ROLLBACK"
+			}
+			if dirty {
+				if reset != "" {
+					reset += ";"
+				}
+				reset += "DISCARD ALL"
+			}
+			if reset != "" {
+				if err := c.resetServer(sc, reset); err != nil {
+					sc.broken = true
+				}
+			}
+		}
+		c.p.metrics.serversActive.WithLabelValues(node).Dec()
+		sc.pool.release(sc)
+	}
+}
+
+// resetServer runs sql statements (split on ';', each as its own query) and waits for the results.
+func (c *client) resetServer(sc *serverConn, sql string) error {
+	_ = sc.conn.SetDeadline(time.Now().Add(c.p.cfg.ServerConnectTimeout))
+	defer sc.conn.SetDeadline(time.Time{})
+	for _, stmt := range strings.Split(sql, ";") {
+		if _, err := sc.wr.Write(encodeQuery(nil, stmt)); err != nil {
+			return err
+		}
+		if err := sc.wr.Flush(); err != nil {
+			return err
+		}
+		for {
+			typ, msg, err := sc.rd.next()
+			if err != nil {
+				return err
+			}
+			if typ == msgReadyForQuery {
+				if msg[5] != 'I' {
+					return fmt.Errorf("server still in a transaction after %s", stmt)
+				}
+				break
+			}
+		}
+	}
+	if strings.Contains(sql, "DISCARD ALL") {
+		clear(sc.prepared)
+		sc.stateKey = 0
+	}
+	return nil
+}
+
+// serverLost marks sc broken and turns a transport error into the client-facing error.
+func (c *client) serverLost(sc *serverConn, err error) error {
+	sc.broken = true
+	c.p.disc.Refresh()
+	node := sc.pool.key.node
+	c.log.Warn("server connection lost", "node", node, "err", err)
+	return &pgError{Severity: "ERROR", Code: codeConnectionFailure,
+		Message: fmt.Sprintf("connection to node %s was lost: %v", node, err),
+		Detail:  "the statement or transaction in progress did not complete; it may or may not have been committed if it was a COMMIT"}
+}
+
+// ---- routing ----
+
+// routeFor decides where a statement with classification res goes when no connection is held.
+func (c *client) routeFor(res classify.Result) (target, error) {
+	snap := c.p.disc.Current()
+	if c.pinnedNode != "" {
+		if n, ok := snap.Node(c.pinnedNode); ok {
+			return target{node: n, route: routePrimary}, nil
+		}
+	}
+	write := res.Route == classify.RoutePrimary
+	switch {
+	case res.Hint == classify.RoutePrimary, c.routeMode == "primary":
+		write = true
+	case res.Txn == classify.TxnBegin && c.defaultReadOnly:
+		write = false
+	}
+	if write {
+		return c.p.primaryTarget(snap)
+	}
+	return c.p.replicaTarget(snap)
+}
+
+// ---- simple query protocol ----
+
+func (c *client) simpleQuery(msg []byte) error {
+	sql, _, err := cstring(msg[5:])
+	if err != nil {
+		c.fatal(newError(codeProtocolViolation, "malformed Query message"))
+		return err
+	}
+	res := c.p.classifier.Classify(sql)
+	if handled, err := c.localQuery(sql, res); handled {
+		return err
+	}
+	if c.deadTxn {
+		return c.deadTxnQuery(res)
+	}
+	if res.Pin != classify.PinNone && c.p.cfg.PoolMode == PoolTransaction && c.pinnedNode == "" {
+		// Pinning keeps this connection: the statement must run on the primary, where it will stay.
+		res.Route = classify.RoutePrimary
+	}
+	// A plain BEGIN is answered at once and sent with the next statement, which tells whether the
+	// transaction may run on a replica (SET TRANSACTION READ ONLY) and saves a round trip.
+	if c.cur == nil && c.deferBegin == "" && res.Statements == 1 && res.Txn == classify.TxnBegin &&
+		!c.defaultReadOnly && c.p.cfg.PoolMode == PoolTransaction && c.pinnedNode == "" && res.Hint == 0 {
+		c.deferBegin = sql
+		c.txStatus = 'T'
+		return c.reply(appendReadyForQuery(appendCommandComplete(c.out[:0], "BEGIN"), 'T'))
+	}
+	if c.deferBegin != "" && c.cur == nil {
+		switch res.Txn {
+		case classify.TxnCommit, classify.TxnRollback:
+			tag := "COMMIT"
+			if res.Txn == classify.TxnRollback {
+				tag = "ROLLBACK"
+			}
+			c.deferBegin, c.txStatus = "", 'I'
+			return c.reply(appendReadyForQuery(appendCommandComplete(c.out[:0], tag), 'I'))
+		case classify.TxnSetReadOnly:
+			res.Route = classify.RouteReplica
+		default:
+			res.Route = classify.RoutePrimary
+		}
+	}
+	t, err := c.routeFor(res)
+	if err == nil {
+		if c.cur != nil {
+			t = target{node: nodeOf(c), route: "held"}
+		}
+		var sc *serverConn
+		if sc, err = c.checkout(t); err == nil {
+			c.steps = c.steps[:0]
+			if c.deferBegin != "" {
+				if _, err := sc.wr.Write(encodeQuery(c.out[:0], c.deferBegin)); err != nil {
+					return c.afterServerError(c.serverLost(sc, err))
+				}
+				c.steps = append(c.steps, step{kind: stepSwallowQuery})
+				c.deferBegin = ""
+			}
+			c.steps = append(c.steps, step{kind: stepQuery})
+			c.countQuery(t)
+			if _, err := sc.wr.Write(msg); err != nil {
+				return c.afterServerError(c.serverLost(sc, err))
+			}
+			return c.execute(sc, res)
+		}
+	}
+	return c.replyError(err)
+}
+
+func nodeOf(c *client) NodeState {
+	n, _ := c.p.disc.Current().Node(c.cur.pool.key.node)
+	if n.Name == "" {
+		n.Name = c.cur.pool.key.node
+	}
+	return n
+}
+
+func (c *client) countQuery(t target) {
+	if t.route == "held" {
+		return
+	}
+	c.p.metrics.queries.WithLabelValues(t.route, t.node.Name).Inc()
+}
+
+// execute flushes what was written to sc, relays the answers per c.steps, then updates the
+// session: transaction status, SET tracking, pins, and releases the connection when idle.
+func (c *client) execute(sc *serverConn, res classify.Result) error {
+	if err := sc.wr.Flush(); err != nil {
+		return c.afterServerError(c.serverLost(sc, err))
+	}
+	out, err := c.relay(sc)
+	if errors.Is(err, errServerFatal) {
+		return c.endAfterLostServer(nil)
+	}
+	if err != nil {
+		var pe *pgError
+		if errors.As(err, &pe) && sc.broken {
+			return c.afterServerError(err)
+		}
+		return err
+	}
+	if out.rfq {
+		c.settle(sc, res, out)
+	}
+	return c.wr.Flush()
+}
+
+// settle updates session state after a ReadyForQuery.
+func (c *client) settle(sc *serverConn, res classify.Result, out relayResult) {
+	wasIn := c.txStatus != 'I'
+	c.txStatus = out.status
+	if len(res.Sets) > 0 || res.Discard {
+		switch {
+		case out.failed:
+			if out.status == 'I' && res.Statements > 1 {
+				sc.stateKey = ^uint64(0) // some statements may have run: state unknown
+			}
+		case out.status == 'I' && !wasIn:
+			c.applySets(res.Sets)
+			sc.stateKey = c.stateKey
+		default:
+			c.pending = append(c.pending, res.Sets...)
+		}
+	}
+	if wasIn && out.status == 'I' {
+		if out.committed && len(c.pending) > 0 {
+			c.applySets(c.pending)
+			sc.stateKey = c.stateKey
+		}
+		c.pending = c.pending[:0]
+	}
+	if res.Discard && !out.failed {
+		clear(sc.prepared)
+	}
+	if res.Pin != classify.PinNone && !out.failed && c.p.cfg.PoolMode == PoolTransaction && c.pinnedNode == "" {
+		c.pinnedNode = sc.pool.key.node
+		c.p.metrics.pins.WithLabelValues(res.Pin.String()).Inc()
+		c.log.Debug("client pinned to a server connection", "node", c.pinnedNode, "reason", res.Pin.String())
+	}
+	if out.status == 'I' {
+		c.releaseCur()
+	}
+}
+
+// afterServerError reports a lost server to the client. Inside a transaction the client's
+// transaction is now failed: only ROLLBACK (or COMMIT, which rolls back) ends it. With session state
+// that cannot be rebuilt (pinned, session mode) the client connection is closed.
+func (c *client) afterServerError(err error) error {
+	return c.endAfterLostServer(toPgError(err))
+}
+
+// endAfterLostServer ends the current request after its server connection was lost; pe is the error
+// to send (nil when the server's own error was already relayed).
+func (c *client) endAfterLostServer(pe *pgError) error {
+	c.releaseCur()
+	c.deferBegin = ""
+	if c.pinnedNode != "" || c.p.cfg.PoolMode == PoolSession {
+		msg := "the server connection was lost"
+		if pe != nil {
+			msg = pe.Message
+		}
+		_ = c.wr.Flush()
+		c.fatal(&pgError{Code: codeConnectionFailure, Message: msg + "; the session's server-side state is lost, reconnect"})
+		return errClientGone
+	}
+	status := byte('I')
+	if c.txStatus != 'I' {
+		status = 'E'
+		c.deadTxn = true
+	}
+	c.txStatus = status
+	out := c.out[:0]
+	if pe != nil {
+		c.p.metrics.errors.WithLabelValues(sqlstateClass(pe.Code)).Inc()
+		out = appendError(out, pe)
+	}
+	return c.reply(appendReadyForQuery(out, status))
+}
+
+// deadTxnQuery answers statements in a transaction whose server died.
+func (c *client) deadTxnQuery(res classify.Result) error {
+	if res.Txn == classify.TxnCommit || res.Txn == classify.TxnRollback {
+		c.deadTxn, c.txStatus = false, 'I'
+		c.pending = c.pending[:0]
+		return c.reply(appendReadyForQuery(appendCommandComplete(c.out[:0], "ROLLBACK"), 'I'))
+	}
+	return c.reply(appendReadyForQuery(appendError(c.out[:0], errDeadTxn()), 'E'))
+}
+
+func errDeadTxn() *pgError {
+	return &pgError{Severity: "ERROR", Code: codeInFailedTransaction,
+		Message: "current transaction is aborted because its server connection was lost, commands ignored until end of transaction block"}
+}
+
+// replyError sends an error and ReadyForQuery for a simple query that could not be run.
+func (c *client) replyError(err error) error {
+	pe := toPgError(err)
+	c.p.metrics.errors.WithLabelValues(sqlstateClass(pe.Code)).Inc()
+	status := c.txStatus
+	if status == 'T' {
+		status = 'E'
+		if c.cur == nil {
+			c.deadTxn = c.deferBegin == "" // a held-but-unsent BEGIN just fails with the statement
+			c.deferBegin = ""
+			if !c.deadTxn {
+				status = 'I'
+			}
+		}
+	}
+	c.txStatus = status
+	return c.reply(appendReadyForQuery(appendError(c.out[:0], pe), status))
+}
+
+func (c *client) reply(b []byte) error {
+	c.out = b[:0]
+	if _, err := c.wr.Write(b); err != nil {
+		return err
+	}
+	return c.wr.Flush()
+}
+
+// ---- meridian.* settings handled by the proxy ----
+
+// localQuery handles statements the proxy answers itself: SET/SHOW/RESET of meridian.* settings and
+// DEALLOCATE of protocol-level prepared statements.
+func (c *client) localQuery(sql string, res classify.Result) (bool, error) {
+	if res.Statements != 1 {
+		return false, nil
+	}
+	if len(res.Sets) == 1 && strings.HasPrefix(res.Sets[0].Name, "meridian.") {
+		op := res.Sets[0]
+		var err error
+		switch op.Kind {
+		case classify.SetSession, classify.SetLocal:
+			err = c.setLocal(op.Name, op.Value)
+		default:
+			err = c.setLocal(op.Name, "")
+		}
+		if err != nil {
+			return true, c.replyError(err)
+		}
+		tag := "SET"
+		if op.Kind == classify.SetReset || op.Kind == classify.SetResetAll {
+			tag = "RESET"
+		}
+		return true, c.reply(appendReadyForQuery(appendCommandComplete(c.out[:0], tag), c.txStatus))
+	}
+	if name, ok := showMeridian(sql); ok {
+		v, err := c.showLocal(name)
+		if err != nil {
+			return true, c.replyError(err)
+		}
+		return true, c.reply(appendReadyForQuery(appendShowResult(c.out[:0], name, v), c.txStatus))
+	}
+	if name, ok := deallocateName(sql); ok && c.pinnedNode == "" {
+		if name == "" {
+			clear(c.stmts)
+			return true, c.reply(appendReadyForQuery(appendCommandComplete(c.out[:0], "DEALLOCATE ALL"), c.txStatus))
+		}
+		if _, ok := c.stmts[name]; ok {
+			delete(c.stmts, name)
+			return true, c.reply(appendReadyForQuery(appendCommandComplete(c.out[:0], "DEALLOCATE"), c.txStatus))
+		}
+	}
+	return false, nil
+}
+
+// setLocal applies SET meridian.name = value ("" resets).
+func (c *client) setLocal(name, value string) error {
+	value = strings.ToLower(strings.Trim(value, `'" `))
+	switch name {
+	case "meridian.route":
+		switch value {
+		case "", "auto", "default":
+			c.routeMode = "auto"
+		case "primary", "replica":
+			c.routeMode = value
+		default:
+			return &pgError{Severity: "ERROR", Code: codeInvalidParameter,
+				Message: fmt.Sprintf("invalid value for parameter \"meridian.route\": %q", value),
+				Hint:    "Available values: auto, primary, replica."}
+		}
+		return nil
+	}
+	return &pgError{Severity: "ERROR", Code: "42704", Message: fmt.Sprintf("unrecognized configuration parameter %q", name),
+		Hint: "The proxy knows meridian.route."}
+}
+
+func (c *client) showLocal(name string) (string, error) {
+	switch name {
+	case "meridian.route":
+		return c.routeMode, nil
+	}
+	return "", &pgError{Severity: "ERROR", Code: "42704", Message: fmt.Sprintf("unrecognized configuration parameter %q", name)}
+}
+
+// showMeridian recognises SHOW meridian.name.
+func showMeridian(sql string) (string, bool) {
+	f := strings.Fields(strings.TrimRight(strings.TrimSpace(sql), ";"))
+	if len(f) == 2 && strings.EqualFold(f[0], "show") && strings.HasPrefix(strings.ToLower(f[1]), "meridian.") {
+		return strings.ToLower(f[1]), true
+	}
+	return "", false
+}
+
+// deallocateName recognises DEALLOCATE [PREPARE] name|ALL; "" means ALL.
+func deallocateName(sql string) (string, bool) {
+	f := strings.Fields(strings.TrimRight(strings.TrimSpace(sql), ";"))
+	if len(f) < 2 || !strings.EqualFold(f[0], "deallocate") {
+		return "", false
+	}
+	if strings.EqualFold(f[1], "prepare") {
+		f = f[1:]
+	}
+	if len(f) != 2 {
+		return "", false
+	}
+	if strings.EqualFold(f[1], "all") {
+		return "", true
+	}
+	return strings.Trim(f[1], `"`), true
+}
+
+// appendShowResult encodes a one-column, one-row result as SHOW returns it.
+func appendShowResult(dst []byte, name, value string) []byte {
+	dst, start := appendMsgHeader(dst, msgRowDescription)
+	dst = binary.BigEndian.AppendUint16(dst, 1)
+	dst = append(dst, name...)
+	dst = append(dst, 0)
+	dst = binary.BigEndian.AppendUint32(dst, 0)  // table OID
+	dst = binary.BigEndian.AppendUint16(dst, 0)  // column
+	dst = binary.BigEndian.AppendUint32(dst, 25) // text
+	dst = binary.BigEndian.AppendUint16(dst, 0xffff)
+	dst = binary.BigEndian.AppendUint32(dst, 0xffffffff)
+	dst = binary.BigEndian.AppendUint16(dst, 0)
+	dst = finishMsg(dst, start)
+	dst, start = appendMsgHeader(dst, msgDataRow)
+	dst = binary.BigEndian.AppendUint16(dst, 1)
+	dst = binary.BigEndian.AppendUint32(dst, uint32(len(value)))
+	dst = append(dst, value...)
+	dst = finishMsg(dst, start)
+	return appendCommandComplete(dst, "SHOW")
+}
+
+// functionCall forwards a FunctionCall message to the primary.
+func (c *client) functionCall(msg []byte) error {
+	t, err := c.routeFor(classify.Result{Route: classify.RoutePrimary})
+	if err != nil {
+		return c.replyError(err)
+	}
+	sc, err := c.checkout(t)
+	if err != nil {
+		return c.replyError(err)
+	}
+	c.steps = append(c.steps[:0], step{kind: stepQuery})
+	if _, err := sc.wr.Write(msg); err != nil {
+		return c.afterServerError(c.serverLost(sc, err))
+	}
+	return c.execute(sc, classify.Result{Route: classify.RoutePrimary})
+}

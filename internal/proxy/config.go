@@ -1,0 +1,184 @@
+package proxy
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// PoolMode says how long a client keeps a server connection.
+type PoolMode string
+
+const (
+	// PoolTransaction lends a server connection from the first statement of a transaction (or a
+	// single statement) to the ReadyForQuery that ends it; session state is replayed per checkout.
+	PoolTransaction PoolMode = "transaction"
+	// PoolSession keeps the client's server connections (one per node it used) for its whole session.
+	PoolSession PoolMode = "session"
+)
+
+// NodeConfig is one PostgreSQL server of the cluster, in any region. Its role is discovered.
+type NodeConfig struct {
+	Name    string `yaml:"name"`
+	Address string `yaml:"address"`
+	Region  string `yaml:"region"`
+}
+
+// Config is the proxy's configuration: defaults, then the YAML file, then Validate.
+type Config struct {
+	// Listen is the address clients connect to.
+	Listen string `yaml:"listen"`
+	// Region is the proxy's own region: replicas there are "local" and serve reads first.
+	Region string `yaml:"region"`
+	// PoolMode is transaction (default) or session.
+	PoolMode PoolMode `yaml:"pool_mode"`
+	// PoolSize is the maximum number of server connections per (node, user, database).
+	PoolSize int `yaml:"pool_size"`
+	// MaxClientConn is the maximum number of client connections; more are refused with 53300.
+	MaxClientConn int `yaml:"max_client_conn"`
+	// HTTPListen serves /metrics, /healthz and /readyz; empty disables it.
+	HTTPListen string `yaml:"http_listen"`
+	// Nodes are every server of the cluster; roles are discovered by polling.
+	Nodes []NodeConfig `yaml:"nodes"`
+
+	// PollInterval is how often each node's role and replay position are checked (default 1s).
+	PollInterval time.Duration `yaml:"poll_interval"`
+	// QueryWaitTimeout bounds how long a client waits for a free server connection (default 10s).
+	QueryWaitTimeout time.Duration `yaml:"query_wait_timeout"`
+	// ServerConnectTimeout bounds dialing and authenticating a server connection (default 5s).
+	ServerConnectTimeout time.Duration `yaml:"server_connect_timeout"`
+	// ServerIdleTimeout closes server connections idle for longer (default 10m; 0 keeps them).
+	ServerIdleTimeout time.Duration `yaml:"server_idle_timeout"`
+	// ServerLifetime closes server connections older than this when they are next idle (default 1h).
+	ServerLifetime time.Duration `yaml:"server_lifetime"`
+	// ServerPassword is used to log in to the servers as the client's user when they require a
+	// password (client authentication arrives with the proxy-operations work). ${VAR} is expanded.
+	ServerPassword string `yaml:"server_password"`
+	// Monitor is the login the proxy uses to poll the nodes.
+	MonitorUser     string `yaml:"monitor_user"`
+	MonitorPassword string `yaml:"monitor_password"`
+	MonitorDatabase string `yaml:"monitor_database"`
+	// WriteFunctions are extra functions whose calls must run on the primary (name or schema.name).
+	WriteFunctions []string `yaml:"write_functions"`
+	// MaxMessageSize bounds one protocol message from a client or server (default 256 MiB).
+	MaxMessageSize int `yaml:"max_message_size"`
+}
+
+// DefaultConfig returns the configuration before the file is applied.
+func DefaultConfig() Config {
+	return Config{
+		Listen:               "127.0.0.1:6432",
+		PoolMode:             PoolTransaction,
+		PoolSize:             20,
+		MaxClientConn:        10000,
+		PollInterval:         time.Second,
+		QueryWaitTimeout:     10 * time.Second,
+		ServerConnectTimeout: 5 * time.Second,
+		ServerIdleTimeout:    10 * time.Minute,
+		ServerLifetime:       time.Hour,
+		MonitorUser:          "postgres",
+		MonitorDatabase:      "postgres",
+		MaxMessageSize:       256 << 20,
+	}
+}
+
+// LoadConfig reads a YAML file over the defaults and validates it. Unknown keys are errors.
+func LoadConfig(path string) (Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("read config: %w", err)
+	}
+	return ParseConfig(b)
+}
+
+// ParseConfig parses YAML over the defaults and validates the result.
+func ParseConfig(b []byte) (Config, error) {
+	cfg := DefaultConfig()
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) { // an empty file means all defaults
+		return Config{}, fmt.Errorf("config: %s", strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	cfg.ServerPassword = os.ExpandEnv(cfg.ServerPassword)
+	cfg.MonitorPassword = os.ExpandEnv(cfg.MonitorPassword)
+	if err := cfg.Validate(); err != nil {
+		return Config{}, err
+	}
+	return cfg, nil
+}
+
+// Validate checks the configuration; every error names the key and the rule.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("config: %s: %s", key, fmt.Sprintf(format, args...)))
+	}
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		bad("listen", "want host:port, got %q", c.Listen)
+	}
+	if c.HTTPListen != "" {
+		if _, _, err := net.SplitHostPort(c.HTTPListen); err != nil {
+			bad("http_listen", "want host:port, got %q", c.HTTPListen)
+		}
+	}
+	if c.Region == "" {
+		bad("region", "is required (the proxy's own region; its replicas serve reads first)")
+	}
+	switch c.PoolMode {
+	case PoolTransaction, PoolSession:
+	default:
+		bad("pool_mode", "must be transaction or session, got %q", c.PoolMode)
+	}
+	if c.PoolSize < 1 || c.PoolSize > 10000 {
+		bad("pool_size", "must be between 1 and 10000, got %d", c.PoolSize)
+	}
+	if c.MaxClientConn < 1 {
+		bad("max_client_conn", "must be at least 1, got %d", c.MaxClientConn)
+	}
+	if len(c.Nodes) == 0 {
+		bad("nodes", "at least one node is required")
+	}
+	names := map[string]bool{}
+	for i, n := range c.Nodes {
+		key := fmt.Sprintf("nodes[%d]", i)
+		if n.Name == "" {
+			bad(key+".name", "is required")
+		} else if names[n.Name] {
+			bad(key+".name", "%q is used twice", n.Name)
+		}
+		names[n.Name] = true
+		if _, port, err := net.SplitHostPort(n.Address); err != nil || port == "" {
+			bad(key+".address", "want host:port, got %q", n.Address)
+		}
+		if n.Region == "" {
+			bad(key+".region", "is required")
+		}
+	}
+	for key, d := range map[string]time.Duration{
+		"poll_interval": c.PollInterval, "query_wait_timeout": c.QueryWaitTimeout,
+		"server_connect_timeout": c.ServerConnectTimeout,
+	} {
+		if d <= 0 {
+			bad(key, "must be a positive duration such as 1s, got %v", d)
+		}
+	}
+	for key, d := range map[string]time.Duration{"server_idle_timeout": c.ServerIdleTimeout, "server_lifetime": c.ServerLifetime} {
+		if d < 0 {
+			bad(key, "must not be negative, got %v", d)
+		}
+	}
+	if c.MonitorUser == "" {
+		bad("monitor_user", "is required")
+	}
+	if c.MaxMessageSize < 1<<16 || c.MaxMessageSize > 1<<30 {
+		bad("max_message_size", "must be between 64 KiB and 1 GiB, got %d", c.MaxMessageSize)
+	}
+	return errors.Join(errs...)
+}

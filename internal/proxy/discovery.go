@@ -1,0 +1,289 @@
+package proxy
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/meridiandb/meridian/internal/topology"
+)
+
+// NodeState is what the proxy currently knows about one server.
+type NodeState struct {
+	Name      string
+	Region    string
+	Address   string
+	Up        bool         // answered the last poll
+	Primary   bool         // not in recovery
+	ReplayLSN topology.LSN // replicas only
+	RTT       time.Duration
+	Err       string // why it is down
+	CheckedAt time.Time
+}
+
+// Snapshot is an immutable view of the cluster at one moment. Routing reads it without locks.
+type Snapshot struct {
+	Nodes   []NodeState // in configuration order
+	Primary string      // name of the single node not in recovery; empty when none or when several claim it
+	Version uint64      // increases with every poll that changed something
+	Seq     uint64      // increases with every poll
+}
+
+// Node returns the state of the named node.
+func (s *Snapshot) Node(name string) (NodeState, bool) {
+	for _, n := range s.Nodes {
+		if n.Name == name {
+			return n, true
+		}
+	}
+	return NodeState{}, false
+}
+
+// Discovery tells the proxy which server is the primary and which replicas are healthy. Polling is
+// the implementation here; the control plane replaces it with the etcd topology and its epochs.
+type Discovery interface {
+	// Current returns the latest snapshot (never nil).
+	Current() *Snapshot
+	// Refresh asks for an immediate re-check (after a server said 25006, or a connection broke).
+	Refresh()
+}
+
+// poller discovers roles by asking each node pg_is_in_recovery() every interval.
+type poller struct {
+	cfg  Config
+	log  *slog.Logger
+	snap atomic.Pointer[Snapshot]
+	kick chan struct{}
+
+	// onWriteFunctions receives the user-defined volatile functions found on the primary, whose
+	// calls must run there (the classifier cannot know them from the statement text).
+	onWriteFunctions func([]string)
+	lastFuncs        string // only touched by run's goroutine
+
+	mu    sync.Mutex // guards conns
+	conns map[string]*pgconn.PgConn
+}
+
+func newPoller(cfg Config, log *slog.Logger) *poller {
+	p := &poller{cfg: cfg, log: log, kick: make(chan struct{}, 1), conns: map[string]*pgconn.PgConn{}}
+	nodes := make([]NodeState, len(cfg.Nodes))
+	for i, n := range cfg.Nodes {
+		nodes[i] = NodeState{Name: n.Name, Region: n.Region, Address: n.Address, Err: "not polled yet"}
+	}
+	p.snap.Store(&Snapshot{Nodes: nodes})
+	return p
+}
+
+func (p *poller) Current() *Snapshot { return p.snap.Load() }
+
+func (p *poller) Refresh() {
+	select {
+	case p.kick <- struct{}{}:
+	default:
+	}
+}
+
+// run polls until ctx ends, then closes its connections.
+func (p *poller) run(ctx context.Context) {
+	defer p.closeAll()
+	tick := time.NewTicker(p.cfg.PollInterval)
+	defer tick.Stop()
+	kicked := true
+	for {
+		p.pollOnce(ctx, kicked)
+		kicked = false
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		case <-p.kick:
+			kicked = true
+		}
+	}
+}
+
+// pollOnce checks every node concurrently and publishes a new snapshot. The primary's volatile
+// functions are re-read every tenth poll and on demand (kicked).
+func (p *poller) pollOnce(ctx context.Context, kicked bool) {
+	prev := p.Current()
+	next := make([]NodeState, len(prev.Nodes))
+	var wg sync.WaitGroup
+	for i, n := range prev.Nodes {
+		wg.Go(func() { next[i] = p.check(ctx, n) })
+	}
+	wg.Wait()
+	if ctx.Err() != nil {
+		return
+	}
+	var primaries []string
+	for _, n := range next {
+		if n.Up && n.Primary {
+			primaries = append(primaries, n.Name)
+		}
+	}
+	snap := &Snapshot{Nodes: next, Version: prev.Version, Seq: prev.Seq + 1}
+	switch len(primaries) {
+	case 1:
+		snap.Primary = primaries[0]
+	case 0:
+	default:
+		// Never two writers: with two servers out of recovery, refuse writes until it is resolved.
+		p.log.Error("several nodes claim to be primary; refusing writes", "nodes", strings.Join(primaries, ","))
+	}
+	if changed(prev, snap) {
+		snap.Version++
+		for i, n := range next {
+			o := prev.Nodes[i]
+			if o.Up != n.Up || o.Primary != n.Primary {
+				p.log.Info("node state changed", "node", n.Name, "up", n.Up, "primary", n.Primary, "err", n.Err)
+			}
+		}
+	}
+	if snap.Primary != "" && p.onWriteFunctions != nil && (kicked || snap.Seq%10 == 0 || snap.Primary != prev.Primary) {
+		p.refreshFunctions(ctx, snap.Primary)
+	}
+	p.snap.Store(snap)
+}
+
+// volatileFunctionsQuery lists user-defined VOLATILE functions and procedures: calling one may write.
+const volatileFunctionsQuery = `SELECT string_agg(DISTINCT n.nspname || '.' || p.proname, ',')
+FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+WHERE p.provolatile = 'v' AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\_toast%'`
+
+func (p *poller) refreshFunctions(ctx context.Context, primary string) {
+	p.mu.Lock()
+	conn := p.conns[primary]
+	p.mu.Unlock()
+	if conn == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.ServerConnectTimeout)
+	defer cancel()
+	res, err := conn.Exec(ctx, volatileFunctionsQuery).ReadAll()
+	if err != nil || len(res) != 1 || len(res[0].Rows) != 1 {
+		p.log.Warn("cannot list volatile functions on the primary", "node", primary, "err", err)
+		return
+	}
+	list := string(res[0].Rows[0][0])
+	if list == p.lastFuncs {
+		return
+	}
+	p.lastFuncs = list
+	var names []string
+	if list != "" {
+		names = strings.Split(list, ",")
+	}
+	p.onWriteFunctions(names)
+}
+
+func changed(a, b *Snapshot) bool {
+	if a.Primary != b.Primary {
+		return true
+	}
+	return !slices.EqualFunc(a.Nodes, b.Nodes, func(x, y NodeState) bool { return x.Up == y.Up && x.Primary == y.Primary })
+}
+
+const pollQuery = "SELECT pg_is_in_recovery(), COALESCE(pg_last_wal_replay_lsn()::text, '0/0')"
+
+// check polls one node over its monitor connection, reconnecting when needed.
+func (p *poller) check(ctx context.Context, n NodeState) NodeState {
+	n.CheckedAt = time.Now()
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.ServerConnectTimeout)
+	defer cancel()
+	conn, err := p.conn(ctx, n)
+	if err != nil {
+		return down(n, err)
+	}
+	start := time.Now()
+	res, err := conn.Exec(ctx, pollQuery).ReadAll()
+	rtt := time.Since(start)
+	if err != nil || len(res) != 1 || len(res[0].Rows) != 1 {
+		p.dropConn(n.Name, conn)
+		if err == nil {
+			err = fmt.Errorf("unexpected answer to the role query")
+		}
+		return down(n, err)
+	}
+	row := res[0].Rows[0]
+	n.Up, n.Err = true, ""
+	n.Primary = string(row[0]) == "f"
+	n.ReplayLSN, _ = topology.ParseLSN(string(row[1]))
+	// Smooth RTT a little so one slow poll does not reorder replicas.
+	if n.RTT == 0 {
+		n.RTT = rtt
+	} else {
+		n.RTT = (3*n.RTT + rtt) / 4
+	}
+	return n
+}
+
+func down(n NodeState, err error) NodeState {
+	n.Up, n.Primary, n.Err = false, false, err.Error()
+	return n
+}
+
+func (p *poller) conn(ctx context.Context, n NodeState) (*pgconn.PgConn, error) {
+	p.mu.Lock()
+	c := p.conns[n.Name]
+	p.mu.Unlock()
+	if c != nil && !c.IsClosed() {
+		return c, nil
+	}
+	cfg, err := pgconn.ParseConfig(connString(n.Address, p.cfg.MonitorUser, p.cfg.MonitorDatabase, p.cfg.MonitorPassword))
+	if err != nil {
+		return nil, err
+	}
+	cfg.RuntimeParams["application_name"] = "meridian-proxy-monitor"
+	c, err = pgconn.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	p.mu.Lock()
+	p.conns[n.Name] = c
+	p.mu.Unlock()
+	return c, nil
+}
+
+func (p *poller) dropConn(name string, c *pgconn.PgConn) {
+	p.mu.Lock()
+	if p.conns[name] == c {
+		delete(p.conns, name)
+	}
+	p.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	c.Close(ctx)
+}
+
+func (p *poller) closeAll() {
+	p.mu.Lock()
+	conns := p.conns
+	p.conns = map[string]*pgconn.PgConn{}
+	p.mu.Unlock()
+	for _, c := range conns {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		c.Close(ctx)
+		cancel()
+	}
+}
+
+// connString builds a keyword/value connection string.
+func connString(address, user, database, password string) string {
+	host, port := splitAddr(address)
+	s := fmt.Sprintf("host=%s port=%s user=%s dbname=%s sslmode=disable", quoteConn(host), port, quoteConn(user), quoteConn(database))
+	if password != "" {
+		s += " password=" + quoteConn(password)
+	}
+	return s
+}
+
+func quoteConn(v string) string {
+	return "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(v) + "'"
+}

@@ -1,0 +1,389 @@
+package proxy
+
+import (
+	"encoding/binary"
+	"encoding/hex"
+	"fmt"
+	"hash/fnv"
+
+	"github.com/meridiandb/meridian/internal/classify"
+)
+
+// item is one buffered extended-protocol message of the current batch.
+type item struct {
+	typ  byte
+	off  int // the raw message is c.arena[off:end]
+	end  int
+	kind byte   // Describe/Close: 'S' or 'P'
+	name string // Parse/Describe/Close: statement or portal name; Bind: statement name
+	// Parse only
+	sql        string
+	paramTypes []byte
+	// Bind only: offset in the raw message where the statement name ends (rest is copied verbatim)
+	portal  string
+	restOff int
+}
+
+// maxBatchBytes bounds how much of an unsynchronised pipeline the proxy buffers for one client.
+const maxBatchBytes = 64 << 20
+
+// addItem buffers one extended-protocol message until the batch's Sync or Flush.
+func (c *client) addItem(typ byte, msg []byte) error {
+	if len(c.arena)+len(msg) > maxBatchBytes {
+		c.fatal(newError(codeProtocolViolation, "extended-protocol pipeline of more than %d bytes without Sync", maxBatchBytes))
+		return fmt.Errorf("pipeline too large")
+	}
+	off := len(c.arena)
+	c.arena = append(c.arena, msg...)
+	it := item{typ: typ, off: off, end: len(c.arena)}
+	body := c.arena[off+5:]
+	var err error
+	switch typ {
+	case msgParse:
+		var rest []byte
+		if it.name, rest, err = cstring(body); err == nil {
+			if it.sql, rest, err = cstring(rest); err == nil {
+				it.paramTypes = rest
+				if len(rest) < 2 || len(rest) != 2+4*int(binary.BigEndian.Uint16(rest)) {
+					err = errMalformed
+				}
+			}
+		}
+	case msgBind:
+		var rest []byte
+		if it.portal, rest, err = cstring(body); err == nil {
+			if it.name, rest, err = cstring(rest); err == nil {
+				it.restOff = len(msg) - len(rest)
+			}
+		}
+	case msgDescribe, msgClose:
+		if len(body) < 2 || (body[0] != 'S' && body[0] != 'P') {
+			err = errMalformed
+		} else {
+			it.kind = body[0]
+			it.name, _, err = cstring(body[1:])
+		}
+	case msgExecute:
+		if _, _, err = cstring(body); err == nil && len(body) < 5 {
+			err = errMalformed
+		}
+	}
+	if err != nil {
+		c.fatal(newError(codeProtocolViolation, "malformed %q message", typ))
+		return fmt.Errorf("malformed %q message: %w", typ, err)
+	}
+	c.items = append(c.items, it)
+	return nil
+}
+
+// internalName is the server-side name of a statement: the same text and parameter types get the
+// same name on every server connection, so one preparation serves every client.
+func internalName(sql string, paramTypes []byte) string {
+	h := fnv.New128a()
+	h.Write([]byte(sql))
+	h.Write([]byte{0})
+	h.Write(paramTypes)
+	return "mdn_" + hex.EncodeToString(h.Sum(nil))
+}
+
+// batchResult classifies the statements a batch parses or binds.
+func (c *client) batchResult() (classify.Result, bool) {
+	var res classify.Result
+	routable := false
+	merge := func(r classify.Result) {
+		routable = true
+		if r.Route == classify.RoutePrimary {
+			res.Route = classify.RoutePrimary
+		}
+		if r.Hint == classify.RoutePrimary {
+			res.Hint = classify.RoutePrimary
+		}
+		if r.Txn != classify.TxnNone && res.Txn == classify.TxnNone {
+			res.Txn = r.Txn
+		}
+		if r.Pin != classify.PinNone {
+			res.Pin = r.Pin
+		}
+		res.Sets = append(res.Sets, r.Sets...)
+		res.Discard = res.Discard || r.Discard
+		res.Statements += max(1, r.Statements)
+	}
+	for i := range c.items {
+		it := &c.items[i]
+		switch it.typ {
+		case msgParse:
+			merge(c.p.classifier.Classify(it.sql))
+		case msgBind:
+			if ps := c.lookupStmt(it.name); ps != nil {
+				merge(ps.res)
+			}
+		case msgDescribe:
+			if it.kind == 'S' {
+				if ps := c.lookupStmt(it.name); ps != nil {
+					routable = true // describing needs a server, any will do
+				}
+			}
+		}
+	}
+	return res, routable
+}
+
+func (c *client) lookupStmt(name string) *prepStmt {
+	if name == "" {
+		return c.unnamed
+	}
+	return c.stmts[name]
+}
+
+// runBatch routes and runs the buffered extended-protocol batch (ended by Sync or Flush).
+func (c *client) runBatch() error {
+	defer func() {
+		c.arena = c.arena[:0]
+		c.items = c.items[:0]
+	}()
+	if c.deadTxn {
+		return c.deadTxnBatch()
+	}
+	res, routable := c.batchResult()
+	if res.Pin != classify.PinNone && c.p.cfg.PoolMode == PoolTransaction && c.pinnedNode == "" {
+		res.Route = classify.RoutePrimary
+	}
+	if c.deferBegin != "" && c.cur == nil {
+		res.Route = classify.RoutePrimary
+	}
+	var sc *serverConn
+	var t target
+	if c.cur != nil || routable {
+		var err error
+		if c.cur != nil {
+			t = target{node: nodeOf(c), route: "held"}
+		} else if t, err = c.routeFor(res); err == nil {
+			_, err = c.checkout(t)
+		}
+		if err != nil {
+			return c.batchError(err)
+		}
+		sc = c.cur
+	}
+	c.steps = c.steps[:0]
+	if sc != nil && c.deferBegin != "" {
+		_, _ = sc.wr.Write(encodeQuery(c.out[:0], c.deferBegin))
+		c.steps = append(c.steps, step{kind: stepSwallowQuery})
+		c.deferBegin = ""
+	}
+	skipping := false // after a synthetic error, messages up to Sync are not sent (as the server would skip them)
+	parsedUnnamed := false
+	for i := range c.items {
+		it := &c.items[i]
+		raw := c.arena[it.off:it.end]
+		if skipping && it.typ != msgSync {
+			continue
+		}
+		switch it.typ {
+		case msgParse:
+			ps := &prepStmt{sql: it.sql, paramTypes: it.paramTypes, internal: internalName(it.sql, it.paramTypes),
+				res: c.p.classifier.Classify(it.sql)}
+			ps.paramTypes = append([]byte(nil), it.paramTypes...)
+			if it.name == "" {
+				c.unnamed = ps
+				parsedUnnamed = true
+				if sc == nil {
+					c.steps = append(c.steps, step{kind: stepSynthParse})
+					continue
+				}
+				c.write(sc, raw)
+				c.steps = append(c.steps, step{kind: stepParse})
+				continue
+			}
+			if _, dup := c.stmts[it.name]; dup {
+				c.steps = append(c.steps, step{kind: stepSynthError, err: newError(codeDuplicatePrepared,
+					"prepared statement \"%s\" already exists", it.name)})
+				skipping = true
+				continue
+			}
+			c.stmts[it.name] = ps
+			if sc == nil || sc.prepared[ps.internal] {
+				c.steps = append(c.steps, step{kind: stepSynthParse})
+				continue
+			}
+			sc.prepared[ps.internal] = true
+			c.write(sc, encodeParse(c.out[:0], ps.internal, ps.sql, ps.paramTypes))
+			c.steps = append(c.steps, step{kind: stepParse, name: ps.internal})
+		case msgBind:
+			ps := c.lookupStmt(it.name)
+			if ps == nil || sc == nil {
+				c.steps = append(c.steps, step{kind: stepSynthError, err: newError(codeUndefinedPrepared,
+					"prepared statement \"%s\" does not exist", it.name)})
+				skipping = true
+				continue
+			}
+			c.ensurePrepared(sc, ps, it.name == "", &parsedUnnamed)
+			if it.name == "" {
+				c.write(sc, raw)
+			} else {
+				out, start := appendMsgHeader(c.out[:0], msgBind)
+				out = append(out, it.portal...)
+				out = append(out, 0)
+				out = append(out, ps.internal...)
+				out = append(out, 0)
+				out = append(out, raw[it.restOff:]...)
+				c.write(sc, finishMsg(out, start))
+			}
+			c.steps = append(c.steps, step{kind: stepBind})
+		case msgDescribe:
+			if it.kind == 'S' {
+				ps := c.lookupStmt(it.name)
+				if ps == nil || sc == nil {
+					c.steps = append(c.steps, step{kind: stepSynthError, err: newError(codeUndefinedPrepared,
+						"prepared statement \"%s\" does not exist", it.name)})
+					skipping = true
+					continue
+				}
+				c.ensurePrepared(sc, ps, it.name == "", &parsedUnnamed)
+				if it.name != "" {
+					raw = encodeNamed(c.out[:0], msgDescribe, 'S', ps.internal)
+				}
+			} else if sc == nil {
+				c.steps = append(c.steps, step{kind: stepSynthError, err: newError("34000", "portal \"%s\" does not exist", it.name)})
+				skipping = true
+				continue
+			}
+			c.write(sc, raw)
+			c.steps = append(c.steps, step{kind: stepDescribe})
+		case msgExecute:
+			if sc == nil {
+				c.steps = append(c.steps, step{kind: stepSynthError, err: newError("34000", "portal does not exist")})
+				skipping = true
+				continue
+			}
+			c.write(sc, raw)
+			c.steps = append(c.steps, step{kind: stepExecute})
+		case msgClose:
+			if it.kind == 'S' {
+				// The server keeps its copy for other clients; the client's name is forgotten.
+				if it.name == "" {
+					c.unnamed = nil
+				} else {
+					delete(c.stmts, it.name)
+				}
+				c.steps = append(c.steps, step{kind: stepSynthClose})
+				continue
+			}
+			if sc == nil {
+				c.steps = append(c.steps, step{kind: stepSynthClose})
+				continue
+			}
+			c.write(sc, raw)
+			c.steps = append(c.steps, step{kind: stepClose})
+		case msgSync:
+			skipping = false
+			if sc == nil {
+				continue // answered below
+			}
+			c.write(sc, raw)
+			c.steps = append(c.steps, step{kind: stepSync})
+		case msgFlush:
+			if sc != nil {
+				c.write(sc, raw)
+			}
+		}
+	}
+	if sc == nil {
+		return c.localBatch()
+	}
+	if t.route != "" {
+		c.countQuery(t)
+	}
+	return c.execute(sc, res)
+}
+
+// write appends a message for the server; errors surface at the flush.
+func (c *client) write(sc *serverConn, b []byte) {
+	_, _ = sc.wr.Write(b)
+}
+
+// ensurePrepared injects a Parse when the statement a Bind or Describe names is not yet prepared on
+// this server connection (the client prepared it on another one, or another node).
+func (c *client) ensurePrepared(sc *serverConn, ps *prepStmt, unnamed bool, parsedUnnamed *bool) {
+	if unnamed {
+		if !*parsedUnnamed {
+			c.write(sc, encodeParse(c.out[:0], "", ps.sql, ps.paramTypes))
+			c.steps = append(c.steps, step{kind: stepSwallowParse})
+			*parsedUnnamed = true
+		}
+		return
+	}
+	if sc.prepared[ps.internal] {
+		return
+	}
+	sc.prepared[ps.internal] = true
+	c.write(sc, encodeParse(c.out[:0], ps.internal, ps.sql, ps.paramTypes))
+	c.steps = append(c.steps, step{kind: stepSwallowParse, name: ps.internal})
+}
+
+// localBatch answers a batch that needed no server (only Close/Sync, or statements refused).
+func (c *client) localBatch() error {
+	for _, st := range c.steps {
+		switch st.kind {
+		case stepSynthParse:
+			_, _ = c.wr.Write(rawParseComplete)
+		case stepSynthClose:
+			_, _ = c.wr.Write(rawCloseComplete)
+		case stepSynthError:
+			_, _ = c.wr.Write(appendError(c.out[:0], st.err))
+		}
+	}
+	if c.items[len(c.items)-1].typ == msgSync {
+		_, _ = c.wr.Write(appendReadyForQuery(c.out[:0], c.txStatus))
+	}
+	return c.wr.Flush()
+}
+
+// batchError answers a batch that could not be routed: one error, then ReadyForQuery at the Sync.
+func (c *client) batchError(err error) error {
+	pe := toPgError(err)
+	c.p.metrics.errors.WithLabelValues(sqlstateClass(pe.Code)).Inc()
+	out := appendError(c.out[:0], pe)
+	if c.items[len(c.items)-1].typ == msgSync {
+		status := c.txStatus
+		if status == 'T' {
+			status = 'E'
+			c.deadTxn = c.deferBegin == ""
+			if !c.deadTxn {
+				status = 'I'
+			}
+			c.deferBegin = ""
+		}
+		c.txStatus = status
+		out = appendReadyForQuery(out, status)
+	}
+	return c.reply(out)
+}
+
+// deadTxnBatch answers an extended batch inside a transaction whose server died: a ROLLBACK or
+// COMMIT ends it (answered as ROLLBACK), anything else fails with 25P02.
+func (c *client) deadTxnBatch() error {
+	res, _ := c.batchResult()
+	if res.Txn != classify.TxnCommit && res.Txn != classify.TxnRollback {
+		return c.batchError(errDeadTxn())
+	}
+	out := c.out[:0]
+	for _, it := range c.items {
+		switch it.typ {
+		case msgParse:
+			out = append(out, rawParseComplete...)
+		case msgBind:
+			out = append(out, rawBindComplete...)
+		case msgDescribe:
+			out = append(out, msgNoData, 0, 0, 0, 4)
+		case msgExecute:
+			out = appendCommandComplete(out, "ROLLBACK")
+		case msgClose:
+			out = append(out, rawCloseComplete...)
+		case msgSync:
+			c.deadTxn, c.txStatus = false, 'I'
+			out = appendReadyForQuery(out, 'I')
+		}
+	}
+	return c.reply(out)
+}

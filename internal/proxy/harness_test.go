@@ -1,0 +1,148 @@
+package proxy_test
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/meridiandb/meridian/internal/pgnode"
+	"github.com/meridiandb/meridian/internal/pgtest"
+	"github.com/meridiandb/meridian/internal/proxy"
+	"github.com/meridiandb/meridian/internal/wan"
+)
+
+// env is a two-region test bed: the primary in us-east-1, a replica in us-west-2 streaming through a
+// WAN link, and a proxy in us-west-2 that reaches the primary through another WAN link.
+type env struct {
+	cluster *pgtest.Cluster
+	primary *pgnode.Node // us-east-1
+	replica *pgnode.Node // us-west-2, local to the proxy
+	proxy   *proxy.Proxy
+	cfg     proxy.Config
+}
+
+const testRTT = 10 * time.Millisecond
+
+type envOptions struct {
+	configure       func(*proxy.Config)
+	replicaSettings map[string]string
+	logStatements   bool
+}
+
+func newEnv(t *testing.T, o envOptions) *env {
+	t.Helper()
+	settings := map[string]string{}
+	if o.logStatements {
+		settings["log_statement"] = "all"
+		settings["log_min_messages"] = "info"
+	}
+	c := pgtest.NewCluster(t, pgtest.Options{Settings: settings})
+	ctx := pgtest.Context(t, time.Minute)
+	toPrimary := newLink(t, "west→east", c.Primary.Endpoint().String())
+	replica := c.NewNode(t, "west", o.replicaSettings)
+	if err := replica.Clone(ctx, toPrimary); err != nil {
+		t.Fatal(err)
+	}
+	if err := replica.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := pgtest.WaitStreaming(ctx, replica); err != nil {
+		t.Fatal(err)
+	}
+	cfg := proxy.DefaultConfig()
+	cfg.Listen = "127.0.0.1:0"
+	cfg.HTTPListen = "127.0.0.1:0"
+	cfg.Region = "us-west-2"
+	cfg.PollInterval = 100 * time.Millisecond
+	cfg.Nodes = []proxy.NodeConfig{
+		{Name: "primary", Address: toPrimary.String(), Region: "us-east-1"},
+		{Name: "west", Address: replica.Endpoint().String(), Region: "us-west-2"},
+	}
+	if o.configure != nil {
+		o.configure(&cfg)
+	}
+	p, err := proxy.New(cfg, slog.New(slog.NewTextHandler(testLog{t}, &slog.HandlerOptions{Level: slog.LevelInfo})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	if err := p.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return &env{cluster: c, primary: c.Primary, replica: replica, proxy: p, cfg: cfg}
+}
+
+// newLink starts a WAN link to target and returns its endpoint.
+func newLink(t *testing.T, name, target string) pgnode.Endpoint {
+	t.Helper()
+	l, err := wan.New(wan.Config{Name: name, Listen: "127.0.0.1:0", Target: target, Latency: wan.OneWay(testRTT)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	host, port, _ := net.SplitHostPort(l.Addr())
+	ep := pgnode.Endpoint{Host: host}
+	ep.Port = atoi(port)
+	return ep
+}
+
+func atoi(s string) int {
+	n := 0
+	for _, r := range s {
+		n = n*10 + int(r-'0')
+	}
+	return n
+}
+
+// connString returns a libpq connection string to the proxy.
+func (e *env) connString(extra ...string) string {
+	host, port, _ := net.SplitHostPort(e.proxy.Addr())
+	return strings.Join(append([]string{"host=" + host, "port=" + port, "user=postgres", "dbname=postgres", "sslmode=disable"}, extra...), " ")
+}
+
+// connect opens a pgx connection through the proxy.
+func (e *env) connect(t *testing.T, extra ...string) *pgx.Conn {
+	t.Helper()
+	ctx := pgtest.Context(t, time.Minute)
+	conn, err := pgx.Connect(ctx, e.connString(extra...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	return conn
+}
+
+// served tells which server executed a statement by the unique marker it carried: the servers log
+// every statement (log_statement=all).
+func (e *env) served(t *testing.T, marker string) []string {
+	t.Helper()
+	var on []string
+	for _, n := range []*pgnode.Node{e.primary, e.replica} {
+		b, err := os.ReadFile(filepath.Clean(n.LogPath()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(string(b), marker) {
+			on = append(on, n.Name())
+		}
+	}
+	return on
+}
+
+type testLog struct{ t *testing.T }
+
+func (w testLog) Write(p []byte) (int, error) {
+	w.t.Helper()
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}

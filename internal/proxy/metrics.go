@@ -1,0 +1,88 @@
+package proxy
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// Route labels for queries (metrics and logs).
+const (
+	routeLocal   = "local_replica"
+	routeRemote  = "remote_replica"
+	routePrimary = "primary"
+)
+
+// metrics are the proxy's Prometheus series, in a registry of its own (no global state).
+type metrics struct {
+	reg *prometheus.Registry
+
+	clientsActive       prometheus.Gauge
+	clientsWaiting      prometheus.Gauge
+	clientsTotal        prometheus.Counter
+	clientsRejected     prometheus.Counter
+	serversOpen         *prometheus.GaugeVec
+	serversActive       *prometheus.GaugeVec
+	serverConnectErrors *prometheus.CounterVec
+	queries             *prometheus.CounterVec
+	transactions        *prometheus.CounterVec
+	errors              *prometheus.CounterVec
+	pins                *prometheus.CounterVec
+	poolWait            prometheus.Histogram
+	nodeUp              *prometheus.GaugeVec
+	nodePrimary         *prometheus.GaugeVec
+}
+
+func newMetrics(p *Proxy) *metrics {
+	reg := prometheus.NewRegistry()
+	m := &metrics{
+		reg: reg,
+		clientsActive: prometheus.NewGauge(prometheus.GaugeOpts{Name: "meridian_proxy_clients",
+			Help: "Client connections currently open."}),
+		clientsWaiting: prometheus.NewGauge(prometheus.GaugeOpts{Name: "meridian_proxy_clients_waiting",
+			Help: "Clients waiting for a free server connection."}),
+		clientsTotal: prometheus.NewCounter(prometheus.CounterOpts{Name: "meridian_proxy_client_connections_total",
+			Help: "Client connections accepted."}),
+		clientsRejected: prometheus.NewCounter(prometheus.CounterOpts{Name: "meridian_proxy_client_rejected_total",
+			Help: "Client connections refused because max_client_conn was reached."}),
+		serversOpen: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "meridian_proxy_server_connections",
+			Help: "Server connections open, by node."}, []string{"node"}),
+		serversActive: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "meridian_proxy_server_connections_active",
+			Help: "Server connections lent to a client, by node."}, []string{"node"}),
+		serverConnectErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meridian_proxy_server_connect_errors_total",
+			Help: "Failed attempts to open a server connection, by node."}, []string{"node"}),
+		queries: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meridian_proxy_queries_total",
+			Help: "Statements (simple queries and extended-protocol batches) routed, by route and node."}, []string{"route", "node"}),
+		transactions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meridian_proxy_transactions_total",
+			Help: "Server connection checkouts (transactions in transaction mode), by route and node."}, []string{"route", "node"}),
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meridian_proxy_errors_total",
+			Help: "Errors sent to clients, by SQLSTATE class (first two characters)."}, []string{"class"}),
+		pins: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meridian_proxy_pins_total",
+			Help: "Clients pinned to one server connection in transaction mode, by reason."}, []string{"reason"}),
+		poolWait: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "meridian_proxy_pool_wait_seconds",
+			Help:    "Time to obtain a server connection.",
+			Buckets: []float64{.00001, .0001, .0005, .001, .005, .01, .05, .1, .5, 1, 5, 10}}),
+		nodeUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "meridian_proxy_node_up",
+			Help: "1 if the node answered the last poll."}, []string{"node", "region"}),
+		nodePrimary: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "meridian_proxy_node_primary",
+			Help: "1 if the node is the primary writes are sent to."}, []string{"node", "region"}),
+	}
+	reg.MustRegister(m.clientsActive, m.clientsWaiting, m.clientsTotal, m.clientsRejected, m.serversOpen,
+		m.serversActive, m.serverConnectErrors, m.queries, m.transactions, m.errors, m.pins, m.poolWait,
+		m.nodeUp, m.nodePrimary, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// observeSnapshot exports node states.
+func (m *metrics) observeSnapshot(s *Snapshot) {
+	for _, n := range s.Nodes {
+		up, primary := 0.0, 0.0
+		if n.Up {
+			up = 1
+		}
+		if n.Name == s.Primary {
+			primary = 1
+		}
+		m.nodeUp.WithLabelValues(n.Name, n.Region).Set(up)
+		m.nodePrimary.WithLabelValues(n.Name, n.Region).Set(primary)
+	}
+}

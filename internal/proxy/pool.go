@@ -1,0 +1,319 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// serverConn is one authenticated connection to a PostgreSQL server, taken over from pgconn after
+// login so the proxy can relay raw protocol bytes.
+type serverConn struct {
+	pool   *pool
+	conn   net.Conn
+	rd     *msgReader
+	wr     *bufio.Writer
+	pid    uint32
+	secret []byte
+	params map[string]string // ParameterStatus values reported at login
+
+	// Owned by whoever holds the connection (a client, or the pool while idle).
+	prepared map[string]bool // internal statement names prepared on this connection
+	stateKey uint64          // the client session state (SETs) currently applied; 0 = server defaults
+	broken   bool            // unusable: close instead of returning to the pool
+	created  time.Time
+	lastUsed time.Time
+}
+
+func splitAddr(addr string) (host, port string) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr, "5432"
+	}
+	return host, port
+}
+
+// dialServer connects and logs in with pgconn (which handles authentication and TLS), then hijacks
+// the socket.
+func dialServer(ctx context.Context, address, user, database, password string, maxMsg int) (*serverConn, error) {
+	cfg, err := pgconn.ParseConfig(connString(address, user, database, password))
+	if err != nil {
+		return nil, err
+	}
+	pc, err := pgconn.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := pc.SyncConn(ctx); err != nil {
+		pc.Close(ctx)
+		return nil, err
+	}
+	h, err := pc.Hijack()
+	if err != nil {
+		pc.Close(ctx)
+		return nil, err
+	}
+	if tc, ok := h.Conn.(*net.TCPConn); ok {
+		_ = tc.SetNoDelay(true)
+		_ = tc.SetKeepAlive(true)
+		_ = tc.SetKeepAlivePeriod(15 * time.Second)
+	}
+	now := time.Now()
+	return &serverConn{
+		conn: h.Conn, rd: newMsgReader(h.Conn, 32<<10, maxMsg), wr: bufio.NewWriterSize(h.Conn, 16<<10),
+		pid: h.PID, secret: h.SecretKey, params: h.ParameterStatuses,
+		prepared: map[string]bool{}, created: now, lastUsed: now,
+	}, nil
+}
+
+func (s *serverConn) close() { _ = s.conn.Close() }
+
+// alive checks without blocking that the server has not closed the idle connection (a restarted or
+// crashed server leaves a readable EOF behind, and a terminated backend an ErrorResponse).
+func (s *serverConn) alive() bool {
+	if s.rd.buffered() > 0 {
+		return false // an idle connection has nothing to say unless something went wrong
+	}
+	_ = s.conn.SetReadDeadline(time.Now().Add(-time.Second))
+	_, err := s.rd.r.Peek(1)
+	_ = s.conn.SetReadDeadline(time.Time{})
+	return errors.Is(err, os.ErrDeadlineExceeded)
+}
+
+// poolKey names a pool: server connections are shared only between clients of the same user and
+// database on the same node.
+type poolKey struct{ node, user, database string }
+
+// pool bounds and reuses the server connections of one poolKey.
+type pool struct {
+	key     poolKey
+	address string
+	p       *Proxy
+
+	mu      sync.Mutex // guards the fields below
+	idle    []*serverConn
+	open    int                // connections open or being dialed
+	waiters []chan *serverConn // FIFO of clients waiting for a connection; nil handed = "dial one"
+	params  map[string]string  // ParameterStatus of the first connection, for client logins
+}
+
+// acquire lends a server connection, dialing one if the pool is not full, else waiting up to
+// query_wait_timeout.
+func (pl *pool) acquire(ctx context.Context) (*serverConn, error) {
+	start := time.Now()
+	deadline := time.NewTimer(pl.p.cfg.QueryWaitTimeout)
+	defer deadline.Stop()
+	for {
+		pl.mu.Lock()
+		for len(pl.idle) > 0 {
+			sc := pl.idle[len(pl.idle)-1]
+			pl.idle = pl.idle[:len(pl.idle)-1]
+			pl.mu.Unlock()
+			if pl.usable(sc) {
+				pl.p.metrics.poolWait.Observe(time.Since(start).Seconds())
+				return sc, nil
+			}
+			pl.discard(sc)
+			pl.mu.Lock()
+		}
+		if pl.open < pl.p.cfg.PoolSize {
+			pl.open++
+			pl.mu.Unlock()
+			sc, err := pl.dial(ctx)
+			if err != nil {
+				pl.slotFreed()
+				return nil, err
+			}
+			pl.p.metrics.poolWait.Observe(time.Since(start).Seconds())
+			return sc, nil
+		}
+		ch := make(chan *serverConn, 1)
+		pl.waiters = append(pl.waiters, ch)
+		pl.mu.Unlock()
+		pl.p.metrics.clientsWaiting.Inc()
+		select {
+		case sc := <-ch:
+			pl.p.metrics.clientsWaiting.Dec()
+			if sc != nil {
+				if pl.usable(sc) {
+					pl.p.metrics.poolWait.Observe(time.Since(start).Seconds())
+					return sc, nil
+				}
+				pl.discard(sc)
+			}
+			// A slot was freed (or the handed connection was dead): loop and dial.
+		case <-deadline.C:
+			pl.p.metrics.clientsWaiting.Dec()
+			if sc := pl.cancelWait(ch); sc != nil {
+				return sc, nil
+			}
+			return nil, &pgError{Severity: "ERROR", Code: codeTooManyConnections,
+				Message: fmt.Sprintf("no server connection to node %s for user %q database %q became free within %v",
+					pl.key.node, pl.key.user, pl.key.database, pl.p.cfg.QueryWaitTimeout),
+				Hint: "all pool_size connections are busy; raise pool_size or query_wait_timeout, or shorten transactions"}
+		case <-ctx.Done():
+			pl.p.metrics.clientsWaiting.Dec()
+			if sc := pl.cancelWait(ch); sc != nil {
+				pl.release(sc)
+			}
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// cancelWait removes a waiter; if a connection was handed to it meanwhile, it is returned.
+func (pl *pool) cancelWait(ch chan *serverConn) *serverConn {
+	pl.mu.Lock()
+	for i, w := range pl.waiters {
+		if w == ch {
+			pl.waiters = append(pl.waiters[:i], pl.waiters[i+1:]...)
+			pl.mu.Unlock()
+			return nil
+		}
+	}
+	pl.mu.Unlock()
+	sc := <-ch // it was handed something meanwhile
+	if sc == nil {
+		pl.wakeOne() // pass the free slot on
+	}
+	return sc
+}
+
+func (pl *pool) usable(sc *serverConn) bool {
+	cfg := pl.p.cfg
+	now := time.Now()
+	if cfg.ServerLifetime > 0 && now.Sub(sc.created) > cfg.ServerLifetime {
+		return false
+	}
+	if now.Sub(sc.lastUsed) > time.Second && !sc.alive() {
+		return false
+	}
+	return true
+}
+
+func (pl *pool) dial(ctx context.Context) (*serverConn, error) {
+	ctx, cancel := context.WithTimeout(ctx, pl.p.cfg.ServerConnectTimeout)
+	defer cancel()
+	sc, err := dialServer(ctx, pl.address, pl.key.user, pl.key.database, pl.p.cfg.ServerPassword, pl.p.cfg.MaxMessageSize)
+	if err != nil {
+		pl.p.metrics.serverConnectErrors.WithLabelValues(pl.key.node).Inc()
+		var pe *pgconn.PgError
+		if errors.As(err, &pe) {
+			return nil, toPgError(pe)
+		}
+		return nil, newError(codeConnectionFailure, "cannot connect to node %s at %s: %v", pl.key.node, pl.address, err)
+	}
+	sc.pool = pl
+	pl.mu.Lock()
+	if pl.params == nil {
+		pl.params = sc.params
+	}
+	pl.mu.Unlock()
+	pl.p.metrics.serversOpen.WithLabelValues(pl.key.node).Inc()
+	return sc, nil
+}
+
+// release returns a connection: to a waiting client first, else to the idle list. Broken
+// connections are closed and their slot given to a waiter.
+func (pl *pool) release(sc *serverConn) {
+	if sc.broken {
+		pl.discard(sc)
+		return
+	}
+	sc.lastUsed = time.Now()
+	pl.mu.Lock()
+	if len(pl.waiters) > 0 {
+		ch := pl.waiters[0]
+		pl.waiters = pl.waiters[1:]
+		pl.mu.Unlock()
+		ch <- sc
+		return
+	}
+	pl.idle = append(pl.idle, sc)
+	pl.mu.Unlock()
+}
+
+// discard closes a connection and frees its slot.
+func (pl *pool) discard(sc *serverConn) {
+	sc.close()
+	pl.p.metrics.serversOpen.WithLabelValues(pl.key.node).Dec()
+	pl.slotFreed()
+}
+
+// slotFreed frees a slot and lets the first waiter dial into it.
+func (pl *pool) slotFreed() {
+	pl.mu.Lock()
+	pl.open--
+	pl.mu.Unlock()
+	pl.wakeOne()
+}
+
+// wakeOne tells the first waiter, if any, to try again (nil means "a slot is free").
+func (pl *pool) wakeOne() {
+	pl.mu.Lock()
+	var ch chan *serverConn
+	if len(pl.waiters) > 0 {
+		ch = pl.waiters[0]
+		pl.waiters = pl.waiters[1:]
+	}
+	pl.mu.Unlock()
+	if ch != nil {
+		ch <- nil
+	}
+}
+
+// welcome returns the ParameterStatus values to greet a client with, connecting once if needed (which
+// also proves the user and database exist).
+func (pl *pool) welcome(ctx context.Context) (map[string]string, error) {
+	pl.mu.Lock()
+	params := pl.params
+	pl.mu.Unlock()
+	if params != nil {
+		return params, nil
+	}
+	sc, err := pl.acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	pl.release(sc)
+	return sc.params, nil
+}
+
+// reap closes idle connections past server_idle_timeout or server_lifetime.
+func (pl *pool) reap(now time.Time) {
+	cfg := pl.p.cfg
+	pl.mu.Lock()
+	var old []*serverConn
+	keep := pl.idle[:0]
+	for _, sc := range pl.idle {
+		if (cfg.ServerIdleTimeout > 0 && now.Sub(sc.lastUsed) > cfg.ServerIdleTimeout) ||
+			(cfg.ServerLifetime > 0 && now.Sub(sc.created) > cfg.ServerLifetime) {
+			old = append(old, sc)
+		} else {
+			keep = append(keep, sc)
+		}
+	}
+	pl.idle = keep
+	pl.mu.Unlock()
+	for _, sc := range old {
+		pl.discard(sc)
+	}
+}
+
+// closeIdle closes every idle connection (shutdown, or the node went away).
+func (pl *pool) closeIdle() {
+	pl.mu.Lock()
+	idle := pl.idle
+	pl.idle = nil
+	pl.mu.Unlock()
+	for _, sc := range idle {
+		pl.discard(sc)
+	}
+}

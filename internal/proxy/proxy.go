@@ -1,0 +1,387 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/meridiandb/meridian/internal/classify"
+)
+
+// Proxy is one running proxy. Create it with New, start it with Start (or Run), stop it with Close.
+type Proxy struct {
+	cfg        Config
+	log        *slog.Logger
+	disc       *poller
+	classifier *classify.Classifier
+	metrics    *metrics
+
+	ln      net.Listener
+	httpLn  net.Listener
+	httpSrv *http.Server
+
+	ctx    context.Context // cancelled by Close
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // every goroutine the proxy started
+	closed sync.Once
+
+	nclients atomic.Int64
+	rr       atomic.Uint64 // round-robin counter over equally good replicas
+
+	mu      sync.Mutex // guards pools and clients
+	pools   map[poolKey]*pool
+	clients map[uint32]*client // by the BackendKeyData process ID the proxy handed out
+}
+
+// New prepares a proxy; it opens nothing.
+func New(cfg Config, log *slog.Logger) (*Proxy, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	p := &Proxy{
+		cfg: cfg, log: log, ctx: ctx, cancel: cancel,
+		classifier: classify.New(classify.Config{WriteFunctions: cfg.WriteFunctions}),
+		pools:      map[poolKey]*pool{}, clients: map[uint32]*client{},
+	}
+	p.metrics = newMetrics(p)
+	p.disc = newPoller(cfg, log.With("component", "discovery"))
+	p.disc.onWriteFunctions = p.classifier.SetWriteFunctions
+	return p, nil
+}
+
+// Start listens on the client and HTTP addresses and starts serving; it returns once both listen.
+func (p *Proxy) Start() error {
+	ln, err := net.Listen("tcp", p.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s (config key listen): %w", p.cfg.Listen, err)
+	}
+	p.ln = ln
+	if p.cfg.HTTPListen != "" {
+		hl, err := net.Listen("tcp", p.cfg.HTTPListen)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("listen on %s (config key http_listen): %w", p.cfg.HTTPListen, err)
+		}
+		p.httpLn = hl
+		p.httpSrv = &http.Server{Handler: p.httpHandler(), ReadHeaderTimeout: 5 * time.Second}
+		p.wg.Go(func() { _ = p.httpSrv.Serve(hl) })
+	}
+	p.wg.Go(func() { p.disc.run(p.ctx) })
+	p.wg.Go(p.maintain)
+	p.wg.Go(p.acceptLoop)
+	p.log.Info("proxy listening", "listen", ln.Addr().String(), "region", p.cfg.Region, "pool_mode", string(p.cfg.PoolMode))
+	return nil
+}
+
+// Run starts the proxy and serves until ctx ends, then closes it.
+func (p *Proxy) Run(ctx context.Context) error {
+	if err := p.Start(); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	return p.Close()
+}
+
+// Addr is the address clients connect to.
+func (p *Proxy) Addr() string { return p.ln.Addr().String() }
+
+// HTTPAddr is the address of /metrics, /healthz and /readyz ("" when disabled).
+func (p *Proxy) HTTPAddr() string {
+	if p.httpLn == nil {
+		return ""
+	}
+	return p.httpLn.Addr().String()
+}
+
+// SyncDiscovery polls every node now and returns after a complete poll (tests and admin commands).
+func (p *Proxy) SyncDiscovery(ctx context.Context) error {
+	start := p.disc.Current().Seq
+	t := time.NewTicker(5 * time.Millisecond)
+	defer t.Stop()
+	for p.disc.Current().Seq < start+2 { // +2: a poll already running when asked may predate the change
+		p.disc.Refresh()
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+	return nil
+}
+
+// Discovery exposes the current view of the cluster.
+func (p *Proxy) Discovery() Discovery { return p.disc }
+
+// WaitReady blocks until discovery has found a primary, or ctx ends.
+func (p *Proxy) WaitReady(ctx context.Context) error {
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for p.disc.Current().Primary == "" {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("proxy found no primary: %w", ctx.Err())
+		case <-t.C:
+		}
+	}
+	return nil
+}
+
+// Close shuts the proxy down. Order: stop accepting clients and HTTP → close client connections
+// (their goroutines return server connections) → stop discovery and maintenance → close every pool's
+// idle server connections. It is idempotent.
+func (p *Proxy) Close() error {
+	p.closed.Do(func() {
+		if p.ln != nil {
+			p.ln.Close()
+		}
+		if p.httpSrv != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			_ = p.httpSrv.Shutdown(ctx)
+			cancel()
+		}
+		p.mu.Lock()
+		for _, c := range p.clients {
+			c.conn.Close()
+			c.mu.Lock()
+			if c.cur != nil {
+				c.cur.conn.Close() // a client waiting on a long query must not hold up shutdown
+			}
+			c.mu.Unlock()
+		}
+		p.mu.Unlock()
+		p.cancel()
+		p.wg.Wait()
+		p.mu.Lock()
+		pools := p.pools
+		p.mu.Unlock()
+		for _, pl := range pools {
+			pl.closeIdle()
+		}
+	})
+	return nil
+}
+
+func (p *Proxy) acceptLoop() {
+	var backoff time.Duration
+	for {
+		conn, err := p.ln.Accept()
+		if err != nil {
+			if p.ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			p.log.Error("accept failed", "err", err, "retry_in", backoff)
+			select {
+			case <-time.After(backoff):
+			case <-p.ctx.Done():
+				return
+			}
+			continue
+		}
+		backoff = 0
+		p.wg.Go(func() { p.serveClient(conn) })
+	}
+}
+
+// maintain reaps idle server connections and exports node states.
+func (p *Proxy) maintain() {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	var seen uint64
+	for {
+		select {
+		case <-p.ctx.Done():
+			return
+		case now := <-t.C:
+			p.mu.Lock()
+			pools := make([]*pool, 0, len(p.pools))
+			for _, pl := range p.pools {
+				pools = append(pools, pl)
+			}
+			p.mu.Unlock()
+			snap := p.disc.Current()
+			for _, pl := range pools {
+				pl.reap(now)
+				if n, ok := snap.Node(pl.key.node); ok && !n.Up {
+					pl.closeIdle() // the node is down: its idle connections are dead
+				}
+			}
+			if snap.Version != seen {
+				seen = snap.Version
+				p.metrics.observeSnapshot(snap)
+			}
+		}
+	}
+}
+
+// pool returns the pool for (node, user, database), creating it.
+func (p *Proxy) pool(node NodeState, user, database string) *pool {
+	k := poolKey{node: node.Name, user: user, database: database}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	pl := p.pools[k]
+	if pl == nil {
+		pl = &pool{key: k, address: node.Address, p: p}
+		p.pools[k] = pl
+	}
+	return pl
+}
+
+// target is where a statement goes.
+type target struct {
+	node  NodeState
+	route string // routeLocal, routeRemote or routePrimary
+}
+
+// primaryTarget returns the current primary or an error that says why there is none.
+func (p *Proxy) primaryTarget(snap *Snapshot) (target, error) {
+	if snap.Primary == "" {
+		return target{}, &pgError{Severity: "ERROR", Code: codeCannotConnectNow,
+			Message: "no primary is available to take writes: the cluster is between primaries or the primary is down",
+			Hint:    "reads still work; retry the write in a few seconds"}
+	}
+	n, _ := snap.Node(snap.Primary)
+	return target{node: n, route: routePrimary}, nil
+}
+
+// replicaTarget picks a healthy replica in the proxy's region (round robin), else the nearest replica
+// elsewhere by measured round-trip time, else the primary.
+func (p *Proxy) replicaTarget(snap *Snapshot) (target, error) {
+	var local, remote []NodeState
+	for _, n := range snap.Nodes {
+		if !n.Up || n.Primary || n.Name == snap.Primary {
+			continue
+		}
+		if n.Region == p.cfg.Region {
+			local = append(local, n)
+		} else {
+			remote = append(remote, n)
+		}
+	}
+	if len(local) > 0 {
+		return target{node: local[p.rr.Add(1)%uint64(len(local))], route: routeLocal}, nil
+	}
+	if len(remote) > 0 {
+		nearest := slices.MinFunc(remote, func(a, b NodeState) int { return int(a.RTT - b.RTT) })
+		return target{node: nearest, route: routeRemote}, nil
+	}
+	t, err := p.primaryTarget(snap)
+	if err != nil {
+		return target{}, &pgError{Severity: "ERROR", Code: codeCannotConnectNow,
+			Message: "no server is available: every replica and the primary are unreachable"}
+	}
+	return t, nil
+}
+
+// httpHandler serves /metrics, /healthz and /readyz.
+func (p *Proxy) httpHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(p.metrics.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		snap := p.disc.Current()
+		reads := false
+		for _, n := range snap.Nodes {
+			reads = reads || n.Up
+		}
+		if snap.Primary == "" || !reads {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintf(w, "not ready: primary=%q, a node for reads=%v\n", snap.Primary, reads)
+			return
+		}
+		fmt.Fprintf(w, "ready: primary %s\n", snap.Primary)
+	})
+	return mux
+}
+
+// register gives a new client a unique BackendKeyData.
+func (p *Proxy) register(c *client) {
+	secret := make([]byte, 4)
+	_, _ = rand.Read(secret)
+	c.secret = secret
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for {
+		var b [4]byte
+		_, _ = rand.Read(b[:])
+		pid := binary.BigEndian.Uint32(b[:]) & 0x7fffffff
+		if _, taken := p.clients[pid]; !taken && pid != 0 {
+			c.pid = pid
+			p.clients[pid] = c
+			return
+		}
+	}
+}
+
+func (p *Proxy) unregister(c *client) {
+	p.mu.Lock()
+	if p.clients[c.pid] == c {
+		delete(p.clients, c.pid)
+	}
+	p.mu.Unlock()
+}
+
+// cancel forwards a client's CancelRequest to the server running its query, if any. Per protocol the
+// requester learns nothing about the outcome.
+func (p *Proxy) cancelRequest(pid uint32, secret []byte) {
+	p.mu.Lock()
+	c := p.clients[pid]
+	p.mu.Unlock()
+	if c == nil || !constantTimeEqual(c.secret, secret) {
+		p.log.Debug("cancel request for an unknown client ignored", "pid", pid)
+		return
+	}
+	c.mu.Lock()
+	sc := c.cur
+	c.mu.Unlock()
+	if sc == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(p.ctx, p.cfg.ServerConnectTimeout)
+	defer cancel()
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "tcp", sc.pool.address)
+	if err != nil {
+		p.log.Warn("cannot forward cancel request", "node", sc.pool.key.node, "err", err)
+		return
+	}
+	defer conn.Close()
+	msg := make([]byte, 16, 12+len(sc.secret))
+	binary.BigEndian.PutUint32(msg[0:], uint32(12+len(sc.secret)))
+	binary.BigEndian.PutUint32(msg[4:], cancelRequestCode)
+	binary.BigEndian.PutUint32(msg[8:], sc.pid)
+	msg = append(msg[:12], sc.secret...)
+	_, _ = conn.Write(msg)
+	// Wait for the server to close the connection, so the cancel has been processed when we return.
+	_ = conn.SetReadDeadline(time.Now().Add(p.cfg.ServerConnectTimeout))
+	_, _ = bufio.NewReader(conn).ReadByte()
+}
+
+func constantTimeEqual(a, b []byte) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	var v byte
+	for i := range a {
+		v |= a[i] ^ b[i]
+	}
+	return v == 0
+}

@@ -1,0 +1,258 @@
+package proxy
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+)
+
+// stepKind says what the proxy expects back from the server for one message it sent (or what it
+// must answer itself for a message it did not send), in order. Relaying walks the steps.
+type stepKind uint8
+
+const (
+	stepQuery        stepKind = iota // simple Query or FunctionCall: everything up to ReadyForQuery
+	stepSwallowQuery                 // a Query the proxy injected (deferred BEGIN): swallow up to ReadyForQuery
+	stepParse                        // ParseComplete
+	stepSwallowParse                 // an injected Parse: swallow its ParseComplete
+	stepBind                         // BindComplete
+	stepDescribe                     // [ParameterDescription] RowDescription | NoData
+	stepExecute                      // rows, then CommandComplete | EmptyQueryResponse | PortalSuspended
+	stepClose                        // CloseComplete
+	stepSync                         // ReadyForQuery
+	stepSynthParse                   // answer ParseComplete without the server
+	stepSynthClose                   // answer CloseComplete without the server
+	stepSynthError                   // answer an error without the server (the server is skipped to Sync too)
+)
+
+type step struct {
+	kind stepKind
+	name string   // stepParse/stepSwallowParse: internal statement name being prepared
+	err  *pgError // stepSynthError
+}
+
+// relayResult summarises a relay.
+type relayResult struct {
+	rfq       bool // a ReadyForQuery was relayed
+	status    byte // its transaction status
+	failed    bool // an ErrorResponse was seen
+	committed bool // a CommandComplete "COMMIT" was seen
+	code      string
+}
+
+// relay forwards the server's answers to the client following c.steps. It returns a *pgError with
+// sc.broken set when the server connection failed.
+func (c *client) relay(sc *serverConn) (relayResult, error) {
+	var res relayResult
+	steps := c.steps
+	skipToSync := false
+	for i := 0; i < len(steps); {
+		st := steps[i]
+		if skipToSync && st.kind != stepSync && st.kind != stepQuery {
+			if st.kind == stepParse || st.kind == stepSwallowParse {
+				delete(sc.prepared, st.name) // the server skipped it: not prepared after all
+			}
+			i++
+			continue
+		}
+		switch st.kind {
+		case stepSynthParse, stepSynthClose, stepSynthError:
+			switch st.kind {
+			case stepSynthParse:
+				_, _ = c.wr.Write(rawParseComplete)
+			case stepSynthClose:
+				_, _ = c.wr.Write(rawCloseComplete)
+			case stepSynthError:
+				c.p.metrics.errors.WithLabelValues(sqlstateClass(st.err.Code)).Inc()
+				_, _ = c.wr.Write(appendError(c.out[:0], st.err))
+				res.failed = true
+				skipToSync = true
+			}
+			i++
+			continue
+		case stepSync:
+			if c.needSync {
+				if err := c.forwardUntilSync(sc); err != nil {
+					return res, err
+				}
+			}
+		}
+		typ, msg, err := sc.rd.next()
+		if err != nil {
+			return res, c.serverLost(sc, err)
+		}
+		swallow := st.kind == stepSwallowQuery || st.kind == stepSwallowParse
+		switch typ {
+		case msgNotice, msgNotification, msgParamStatus:
+			if !swallow || typ != msgParamStatus {
+				_, _ = c.wr.Write(msg)
+			}
+			continue
+		case msgErrorResponse:
+			if fatal, rewritten := downgradeFatal(msg, c.out[:0]); fatal {
+				// The server is about to close this connection (terminated backend, shutdown,
+				// crash). The client's connection to the proxy survives: tell it as an ERROR, then
+				// end the request as for a lost server.
+				c.p.metrics.errors.WithLabelValues(sqlstateClass(errorCode(msg))).Inc()
+				_, _ = c.wr.Write(rewritten)
+				sc.broken = true
+				c.p.disc.Refresh()
+				return res, errServerFatal
+			}
+			code := errorCode(msg)
+			if code == "25006" {
+				c.p.disc.Refresh() // a server that refuses writes: the topology moved
+			}
+			c.p.metrics.errors.WithLabelValues(sqlstateClass(code)).Inc()
+			res.failed, res.code = true, code
+			_, _ = c.wr.Write(msg)
+			switch st.kind {
+			case stepQuery, stepSwallowQuery:
+				// ReadyForQuery follows.
+			default:
+				if st.kind == stepParse || st.kind == stepSwallowParse {
+					delete(sc.prepared, st.name)
+				}
+				skipToSync = true // the server discards messages until Sync
+				i++
+			}
+			continue
+		case msgReadyForQuery:
+			if st.kind == stepSwallowQuery {
+				i++
+				continue
+			}
+			_, _ = c.wr.Write(msg)
+			res.rfq, res.status = true, msg[5]
+			skipToSync = false
+			i++
+			continue
+		case msgCopyIn:
+			_, _ = c.wr.Write(msg)
+			if err := c.copyIn(sc, st.kind == stepExecute); err != nil {
+				return res, err
+			}
+			continue
+		case msgCopyBoth:
+			sc.broken = true
+			return res, newError(codeFeatureNotSupported, "COPY BOTH (replication) is not supported through the proxy")
+		case msgCommandComplete:
+			if string(msg[5:len(msg)-1]) == "COMMIT" {
+				res.committed = true
+			}
+		}
+		if !swallow {
+			_, _ = c.wr.Write(msg)
+		}
+		if completes(st.kind, typ) {
+			i++
+		}
+	}
+	return res, nil
+}
+
+// errServerFatal means the server sent a FATAL error (already relayed, as ERROR) and is closing.
+var errServerFatal = errors.New("server sent a FATAL error")
+
+// downgradeFatal rewrites a FATAL or PANIC ErrorResponse as an ERROR with the same fields.
+func downgradeFatal(msg []byte, dst []byte) (bool, []byte) {
+	var e pgproto3.ErrorResponse
+	if err := e.Decode(msg[5:]); err != nil {
+		return false, nil
+	}
+	if e.Severity != "FATAL" && e.Severity != "PANIC" {
+		return false, nil
+	}
+	e.Severity, e.SeverityUnlocalized = "ERROR", "ERROR"
+	out, err := e.Encode(dst)
+	if err != nil {
+		return false, nil
+	}
+	return true, out
+}
+
+// completes reports whether a server message of type typ is the last one answering a step.
+func completes(k stepKind, typ byte) bool {
+	switch k {
+	case stepParse, stepSwallowParse:
+		return typ == msgParseComplete
+	case stepBind:
+		return typ == msgBindComplete
+	case stepDescribe:
+		return typ == msgRowDescription || typ == msgNoData
+	case stepExecute:
+		return typ == msgCommandComplete || typ == msgEmptyQuery || typ == msgPortalSuspended
+	case stepClose:
+		return typ == msgCloseComplete
+	}
+	return false
+}
+
+// copyIn relays a COPY FROM STDIN: client CopyData to the server until CopyDone or CopyFail.
+func (c *client) copyIn(sc *serverConn, extended bool) error {
+	if err := c.wr.Flush(); err != nil {
+		return err
+	}
+	for {
+		typ, msg, err := c.rd.next()
+		if err != nil {
+			// The client vanished mid-COPY: abort it on the server so the connection is reusable.
+			_, _ = sc.wr.Write(appendCopyFail(c.out[:0], "client connection lost during COPY"))
+			_ = sc.wr.Flush()
+			sc.broken = true
+			return err
+		}
+		switch typ {
+		case msgCopyData:
+			if _, err := sc.wr.Write(msg); err != nil {
+				return c.serverLost(sc, err)
+			}
+		case msgCopyDone, msgCopyFail:
+			if _, err := sc.wr.Write(msg); err != nil {
+				return c.serverLost(sc, err)
+			}
+			if err := sc.wr.Flush(); err != nil {
+				return c.serverLost(sc, err)
+			}
+			// In the extended protocol the server ignored the batch's Sync during COPY; the client
+			// sends another one after CopyDone (libpq does), which must reach the server.
+			c.needSync = extended
+			return nil
+		case msgFlush, msgSync:
+			// Ignored during COPY FROM STDIN, as PostgreSQL does.
+		default:
+			_, _ = sc.wr.Write(appendCopyFail(c.out[:0], fmt.Sprintf("unexpected message type %q during COPY from the client", typ)))
+			_ = sc.wr.Flush()
+			return errors.New("protocol violation during COPY")
+		}
+	}
+}
+
+// forwardUntilSync forwards client messages to the server up to and including a Sync.
+func (c *client) forwardUntilSync(sc *serverConn) error {
+	c.needSync = false
+	for {
+		typ, msg, err := c.rd.next()
+		if err != nil {
+			sc.broken = true
+			return err
+		}
+		if _, err := sc.wr.Write(msg); err != nil {
+			return c.serverLost(sc, err)
+		}
+		if typ == msgSync {
+			if err := sc.wr.Flush(); err != nil {
+				return c.serverLost(sc, err)
+			}
+			return nil
+		}
+	}
+}
+
+func appendCopyFail(dst []byte, reason string) []byte {
+	dst, start := appendMsgHeader(dst, msgCopyFail)
+	dst = append(dst, reason...)
+	dst = append(dst, 0)
+	return finishMsg(dst, start)
+}

@@ -44,6 +44,7 @@ type client struct {
 	mu  sync.Mutex  // guards cur, which cancel requests read
 	cur *serverConn // the server connection in use, if any
 
+	pools      map[string]*pool       // node → this client's (user, database) pool there, cached
 	held       map[string]*serverConn // session mode and pins: node → connection kept for the session
 	pinnedNode string                 // non-empty when pinned: every statement goes to held[pinnedNode]
 	txStatus   byte                   // as last reported to the client: 'I', 'T' or 'E'
@@ -70,16 +71,21 @@ type prepStmt struct {
 	res        classify.Result
 }
 
+func newClient(p *Proxy, conn net.Conn) *client {
+	return &client{
+		p: p, conn: conn, rd: newMsgReader(conn, 16<<10, p.cfg.MaxMessageSize), wr: bufio.NewWriterSize(conn, 16<<10),
+		log: p.log, routeMode: "auto", stmts: map[string]*prepStmt{}, held: map[string]*serverConn{},
+		pools: map[string]*pool{}, txStatus: 'I',
+	}
+}
+
 func (p *Proxy) serveClient(conn net.Conn) {
 	defer conn.Close()
 	if tc, ok := conn.(*net.TCPConn); ok {
 		_ = tc.SetNoDelay(true)
 		_ = tc.SetKeepAlive(true)
 	}
-	c := &client{
-		p: p, conn: conn, rd: newMsgReader(conn, 16<<10, p.cfg.MaxMessageSize), wr: bufio.NewWriterSize(conn, 16<<10),
-		routeMode: "auto", stmts: map[string]*prepStmt{}, held: map[string]*serverConn{}, txStatus: 'I',
-	}
+	c := newClient(p, conn)
 	c.log = p.log.With("remote", conn.RemoteAddr().String())
 	st, err := p.readStartup(conn, c.rd.r)
 	if err != nil || st == nil {
@@ -310,14 +316,23 @@ func (c *client) checkout(t target) (*serverConn, error) {
 		c.setCur(sc)
 		return sc, nil
 	}
-	ctx, cancel := context.WithTimeout(c.p.ctx, c.p.cfg.QueryWaitTimeout+c.p.cfg.ServerConnectTimeout)
-	defer cancel()
-	sc, err := c.p.pool(t.node, c.user, c.database).acquire(ctx)
-	if err != nil {
-		return nil, err
+	pl := c.pools[t.node.Name]
+	if pl == nil || pl.address != t.node.Address {
+		pl = c.p.pool(t.node, c.user, c.database)
+		c.pools[t.node.Name] = pl
 	}
-	c.p.metrics.serversActive.WithLabelValues(t.node.Name).Inc()
-	c.p.metrics.transactions.WithLabelValues(t.route, t.node.Name).Inc()
+	sc := pl.tryIdle() // the common case, without a timer
+	if sc == nil {
+		ctx, cancel := context.WithTimeout(c.p.ctx, c.p.cfg.QueryWaitTimeout+c.p.cfg.ServerConnectTimeout)
+		var err error
+		sc, err = pl.acquire(ctx)
+		cancel()
+		if err != nil {
+			return nil, err
+		}
+	}
+	pl.active.Inc()
+	pl.counters(t.route).transactions.Inc()
 	c.setCur(sc)
 	if err := c.syncState(sc); err != nil {
 		c.releaseCur()
@@ -344,7 +359,7 @@ func (c *client) releaseCur() {
 		if c.pinnedNode == sc.pool.key.node {
 			c.pinnedNode = ""
 		}
-		c.p.metrics.serversActive.WithLabelValues(sc.pool.key.node).Dec()
+		sc.pool.active.Dec()
 		sc.pool.release(sc)
 		return
 	}
@@ -352,7 +367,7 @@ func (c *client) releaseCur() {
 		c.held[sc.pool.key.node] = sc
 		return
 	}
-	c.p.metrics.serversActive.WithLabelValues(sc.pool.key.node).Dec()
+	sc.pool.active.Dec()
 	sc.pool.release(sc)
 }
 
@@ -383,7 +398,7 @@ func (c *client) releaseAll() {
 				}
 			}
 		}
-		c.p.metrics.serversActive.WithLabelValues(node).Dec()
+		sc.pool.active.Dec()
 		sc.pool.release(sc)
 	}
 }
@@ -531,6 +546,10 @@ func nodeOf(c *client) NodeState {
 
 func (c *client) countQuery(t target) {
 	if t.route == "held" {
+		return
+	}
+	if pl := c.pools[t.node.Name]; pl != nil {
+		pl.counters(t.route).queries.Inc()
 		return
 	}
 	c.p.metrics.queries.WithLabelValues(t.route, t.node.Name).Inc()
@@ -699,6 +718,9 @@ func (c *client) localQuery(sql string, res classify.Result) (bool, error) {
 		}
 		return true, c.reply(appendReadyForQuery(appendCommandComplete(c.out[:0], tag), c.txStatus))
 	}
+	if !mayBeLocal(sql) {
+		return false, nil
+	}
 	if name, ok := showMeridian(sql); ok {
 		v, err := c.showLocal(name)
 		if err != nil {
@@ -717,6 +739,12 @@ func (c *client) localQuery(sql string, res classify.Result) (bool, error) {
 		}
 	}
 	return false, nil
+}
+
+// mayBeLocal is a cheap pre-check for SHOW meridian.* and DEALLOCATE, which are rare.
+func mayBeLocal(sql string) bool {
+	sql = strings.TrimLeft(sql, " \t\r\n")
+	return len(sql) > 4 && (sql[0]|0x20 == 's' || sql[0]|0x20 == 'd')
 }
 
 // setLocal applies SET meridian.name = value ("" resets).

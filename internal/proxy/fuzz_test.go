@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/binary"
 	"io"
@@ -61,11 +60,8 @@ func FuzzClientMessages(f *testing.F) {
 	p := fuzzProxy(f)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		server, peer := net.Pipe()
-		c := &client{
-			p: p, conn: server, rd: newMsgReader(server, 4096, 1<<20), wr: bufio.NewWriter(server),
-			log: p.log, user: "u", database: "d", routeMode: "auto", stmts: map[string]*prepStmt{},
-			held: map[string]*serverConn{}, txStatus: 'I',
-		}
+		c := newClient(p, server)
+		c.user, c.database = "u", "d"
 		go func() { _, _ = io.Copy(io.Discard, peer) }()
 		go func() {
 			_, _ = peer.Write(data)

@@ -146,3 +146,5 @@ func (w testLog) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
 }
+
+func getenv(k string) string { return os.Getenv(k) }

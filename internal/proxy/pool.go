@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // serverConn is one authenticated connection to a PostgreSQL server, taken over from pgconn after
@@ -97,11 +98,57 @@ type pool struct {
 	address string
 	p       *Proxy
 
-	mu      sync.Mutex // guards the fields below
+	active  prometheus.Gauge // server connections lent to clients
+	byRoute [3]routeCounters // indexed by routeIndex
+	mu      sync.Mutex       // guards the fields below
 	idle    []*serverConn
 	open    int                // connections open or being dialed
 	waiters []chan *serverConn // FIFO of clients waiting for a connection; nil handed = "dial one"
 	params  map[string]string  // ParameterStatus of the first connection, for client logins
+}
+
+// routeCounters are a pool's per-route counters, resolved once instead of per query.
+type routeCounters struct{ queries, transactions prometheus.Counter }
+
+var routeLabels = [3]string{routeLocal, routeRemote, routePrimary}
+
+func newPool(k poolKey, address string, p *Proxy) *pool {
+	pl := &pool{key: k, address: address, p: p, active: p.metrics.serversActive.WithLabelValues(k.node)}
+	for i, r := range routeLabels {
+		pl.byRoute[i] = routeCounters{
+			queries:      p.metrics.queries.WithLabelValues(r, k.node),
+			transactions: p.metrics.transactions.WithLabelValues(r, k.node),
+		}
+	}
+	return pl
+}
+
+func (pl *pool) counters(route string) routeCounters {
+	switch route {
+	case routeLocal:
+		return pl.byRoute[0]
+	case routeRemote:
+		return pl.byRoute[1]
+	}
+	return pl.byRoute[2]
+}
+
+// tryIdle lends an idle connection if one is usable, without waiting.
+func (pl *pool) tryIdle() *serverConn {
+	for {
+		pl.mu.Lock()
+		if len(pl.idle) == 0 {
+			pl.mu.Unlock()
+			return nil
+		}
+		sc := pl.idle[len(pl.idle)-1]
+		pl.idle = pl.idle[:len(pl.idle)-1]
+		pl.mu.Unlock()
+		if pl.usable(sc) {
+			return sc
+		}
+		pl.discard(sc)
+	}
 }
 
 // acquire lends a server connection, dialing one if the pool is not full, else waiting up to

@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -237,7 +236,7 @@ func (p *Proxy) pool(node NodeState, user, database string) *pool {
 	defer p.mu.Unlock()
 	pl := p.pools[k]
 	if pl == nil {
-		pl = &pool{key: k, address: node.Address, p: p}
+		pl = newPool(k, node.Address, p)
 		p.pools[k] = pl
 	}
 	return pl
@@ -263,23 +262,34 @@ func (p *Proxy) primaryTarget(snap *Snapshot) (target, error) {
 // replicaTarget picks a healthy replica in the proxy's region (round robin), else the nearest replica
 // elsewhere by measured round-trip time, else the primary.
 func (p *Proxy) replicaTarget(snap *Snapshot) (target, error) {
-	var local, remote []NodeState
-	for _, n := range snap.Nodes {
-		if !n.Up || n.Primary || n.Name == snap.Primary {
+	eligible := func(n *NodeState) bool { return n.Up && !n.Primary && n.Name != snap.Primary }
+	locals := 0
+	var nearest *NodeState
+	for i := range snap.Nodes {
+		n := &snap.Nodes[i]
+		if !eligible(n) {
 			continue
 		}
 		if n.Region == p.cfg.Region {
-			local = append(local, n)
-		} else {
-			remote = append(remote, n)
+			locals++
+		} else if nearest == nil || n.RTT < nearest.RTT {
+			nearest = n
 		}
 	}
-	if len(local) > 0 {
-		return target{node: local[p.rr.Add(1)%uint64(len(local))], route: routeLocal}, nil
+	if locals > 0 {
+		k := int(p.rr.Add(1) % uint64(locals))
+		for i := range snap.Nodes {
+			n := &snap.Nodes[i]
+			if eligible(n) && n.Region == p.cfg.Region {
+				if k == 0 {
+					return target{node: *n, route: routeLocal}, nil
+				}
+				k--
+			}
+		}
 	}
-	if len(remote) > 0 {
-		nearest := slices.MinFunc(remote, func(a, b NodeState) int { return int(a.RTT - b.RTT) })
-		return target{node: nearest, route: routeRemote}, nil
+	if nearest != nil {
+		return target{node: *nearest, route: routeRemote}, nil
 	}
 	t, err := p.primaryTarget(snap)
 	if err != nil {

@@ -7,7 +7,7 @@ COMMIT ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -X $(PKG)/internal/buildinfo.version=$(VERSION) -X $(PKG)/internal/buildinfo.commit=$(COMMIT)
 TEST_TIMEOUT ?= 15m
 
-.PHONY: all build deps fmt fmt-check vet staticcheck lint test test-go test-nonroot check-leaks bench clean
+.PHONY: all build deps fmt fmt-check vet staticcheck lint test test-go test-nonroot check-leaks bench bench-proxy clean
 
 all: build
 
@@ -55,3 +55,10 @@ bench:
 
 clean:
 	rm -rf bin
+
+## bench-proxy: pgbench through direct PostgreSQL, `meridian proxy`, PgBouncer and Pgpool-II, plus pooler
+## memory with 10,000 idle clients; prints a Markdown report and saves it under bench-results/ (run as
+## root on a fresh Debian/Ubuntu machine: installs PostgreSQL, pgbouncer and pgpool2 if missing;
+## BENCH_DURATION, BENCH_CLIENTS, ... : see scripts/bench-proxy.sh)
+bench-proxy:
+	@scripts/bench-proxy.sh

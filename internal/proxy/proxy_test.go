@@ -644,3 +644,43 @@ func grepLines(s, substr string) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+func TestSessionPoolMode(t *testing.T) {
+	e := newEnv(t, envOptions{configure: func(c *proxy.Config) {
+		c.PoolMode = proxy.PoolSession
+		c.PoolSize = 1
+	}})
+	ctx := pgtest.Context(t, time.Minute)
+	a := e.connect(t)
+	var pidA int
+	if err := a.QueryRow(ctx, "SELECT pg_backend_pid() /* meridian:primary */").Scan(&pidA); err != nil {
+		t.Fatal(err)
+	}
+	for _, sql := range []string{"SET work_mem = '7MB'", "CREATE TEMP TABLE mine (a int)", "INSERT INTO mine VALUES (1)"} {
+		if _, err := a.Exec(ctx, sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	var wm string
+	var n, pid int
+	if err := a.QueryRow(ctx, "SELECT current_setting('work_mem'), (SELECT count(*) FROM mine), pg_backend_pid() /* meridian:primary */").Scan(&wm, &n, &pid); err != nil {
+		t.Fatal(err)
+	}
+	if wm != "7MB" || n != 1 || pid != pidA {
+		t.Fatalf("session mode lost the session: work_mem=%s rows=%d pid %d→%d", wm, n, pidA, pid)
+	}
+	a.Close(ctx)
+	// With pool_size 1 the next client gets the same server connection, reset with DISCARD ALL.
+	b := e.connect(t)
+	var temp *string
+	err := pgtest.WaitFor(ctx, 20*time.Millisecond, func(ctx context.Context) (bool, error) {
+		err := b.QueryRow(ctx, "SELECT current_setting('work_mem'), to_regclass('mine')::text, pg_backend_pid() /* meridian:primary */").Scan(&wm, &temp, &pid)
+		return err == nil && pid == pidA, err
+	})
+	if err != nil {
+		t.Fatalf("the next client did not reuse the server connection: %v", err)
+	}
+	if wm == "7MB" || temp != nil {
+		t.Fatalf("session state leaked to the next client: work_mem=%s temp table=%v", wm, temp)
+	}
+}

@@ -1,13 +1,22 @@
 package proxy_test
 
 import (
+	"context"
+	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"os/exec"
+	"os/user"
+	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/meridiandb/meridian/internal/pgnode"
 
 	"github.com/meridiandb/meridian/internal/pgtest"
 	"github.com/meridiandb/meridian/internal/proxy"
@@ -63,14 +72,111 @@ func BenchmarkPgbenchSelectOnly(b *testing.B) {
 	dur := envOr("BENCH_SECONDS", "8")
 	args := []string{"-S", "-n", "-M", mode, "-c", clients, "-j", "2", "-T", dur}
 	rep := c.Replicas[0].Endpoint()
+	bouncerPort, bouncerPID := startPgBouncer(b, c.Base, rep.Port)
 	b.ResetTimer()
 	for range b.N {
+		stop := straceIfAsked(b, os.Getpid(), "proxy")
+		cpu0 := selfCPU()
 		proxied := run(host, port, args...)
+		proxyCPU := selfCPU() - cpu0
+		stop()
 		direct := run(rep.Host, strconv.Itoa(rep.Port), args...)
 		b.ReportMetric(proxied, "proxy-tps")
 		b.ReportMetric(direct, "direct-tps")
-		b.ReportMetric(proxied/direct, "ratio")
+		b.ReportMetric(proxied/direct, "proxy/direct")
+		secs, _ := strconv.ParseFloat(dur, 64)
+		b.ReportMetric(float64(proxyCPU.Microseconds())/(proxied*secs), "proxy-cpu-µs/txn")
+		if bouncerPort != "" {
+			stop := straceIfAsked(b, bouncerPID, "pgbouncer")
+			cpu0 := procCPU(bouncerPID)
+			bounced := run("127.0.0.1", bouncerPort, args...)
+			bouncerCPU := procCPU(bouncerPID) - cpu0
+			stop()
+			b.ReportMetric(bounced, "pgbouncer-tps")
+			b.ReportMetric(proxied/bounced, "proxy/pgbouncer")
+			b.ReportMetric(float64(bouncerCPU.Microseconds())/(bounced*secs), "pgbouncer-cpu-µs/txn")
+		}
 	}
+}
+
+// startPgBouncer runs PgBouncer (transaction mode, pool 20) in front of the replica when it is
+// installed (make bench-proxy installs it), for a same-run comparison.
+func startPgBouncer(b *testing.B, base string, port int) (string, int) {
+	bin, err := exec.LookPath("pgbouncer")
+	if err != nil {
+		b.Log("pgbouncer not installed: no comparison")
+		return "", 0
+	}
+	dir := filepath.Join(base, "pgbouncer")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		b.Fatal(err)
+	}
+	lport, _ := pgnode.FreePort("127.0.0.1")
+	ini := fmt.Sprintf("[databases]\n* = host=127.0.0.1 port=%d\n[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = %d\n"+
+		"unix_socket_dir =\nauth_type = trust\nauth_file = %s/users.txt\npool_mode = transaction\ndefault_pool_size = 20\n"+
+		"max_client_conn = 1000\nlog_connections = 0\nlog_disconnections = 0\n", port, lport, dir)
+	os.WriteFile(filepath.Join(dir, "pgbouncer.ini"), []byte(ini), 0o644)
+	os.WriteFile(filepath.Join(dir, "users.txt"), []byte(`"postgres" ""`+"\n"), 0o644)
+	cmd := exec.Command(bin, filepath.Join(dir, "pgbouncer.ini"))
+	if os.Geteuid() == 0 {
+		u, err := user.Lookup("postgres")
+		if err != nil {
+			b.Fatal(err)
+		}
+		uid, _ := strconv.Atoi(u.Uid)
+		gid, _ := strconv.Atoi(u.Gid)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, Pdeathsig: syscall.SIGKILL}
+	}
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	err = pgtest.WaitFor(pgtest.Context(b, 10*time.Second), 20*time.Millisecond, func(context.Context) (bool, error) {
+		conn, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", lport))
+		if err == nil {
+			conn.Close()
+		}
+		return err == nil, nil
+	})
+	if err != nil {
+		b.Fatal("pgbouncer did not start")
+	}
+	return strconv.Itoa(lport), cmd.Process.Pid
+}
+
+// straceIfAsked counts the system calls of pid while a run lasts when BENCH_STRACE names a folder.
+func straceIfAsked(b *testing.B, pid int, name string) func() {
+	dir := os.Getenv("BENCH_STRACE")
+	if dir == "" {
+		return func() {}
+	}
+	cmd := exec.Command("strace", "-c", "-f", "-p", strconv.Itoa(pid), "-o", filepath.Join(dir, name+".strace"))
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond) // attach to every thread
+	return func() {
+		cmd.Process.Signal(syscall.SIGINT)
+		cmd.Wait()
+	}
+}
+
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// procCPU reads a process's user+system CPU time from /proc (clock ticks of 10 ms).
+func procCPU(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
+	ut, _ := strconv.Atoi(f[11])
+	st, _ := strconv.Atoi(f[12])
+	return time.Duration(ut+st) * 10 * time.Millisecond
 }
 
 func envOr(k, def string) string {

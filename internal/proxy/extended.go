@@ -108,12 +108,17 @@ func (c *client) batchResult() (classify.Result, bool) {
 		res.Discard = res.Discard || r.Discard
 		res.Statements += max(1, r.Statements)
 	}
+	parsedUnnamed := false // a Bind of "" refers to this batch's unnamed Parse, if any, not an older one
 	for i := range c.items {
 		it := &c.items[i]
 		switch it.typ {
 		case msgParse:
 			merge(c.p.classifier.Classify(it.sql))
+			parsedUnnamed = parsedUnnamed || it.name == ""
 		case msgBind:
+			if it.name == "" && parsedUnnamed {
+				continue
+			}
 			if ps := c.lookupStmt(it.name); ps != nil {
 				merge(ps.res)
 			}

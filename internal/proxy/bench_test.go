@@ -144,13 +144,20 @@ func startPgBouncer(b *testing.B, base string, port int) (string, int) {
 	return strconv.Itoa(lport), cmd.Process.Pid
 }
 
-// straceIfAsked counts the system calls of pid while a run lasts when BENCH_STRACE names a folder.
+// straceIfAsked counts the system calls of pid while a run lasts when BENCH_STRACE names a folder, or
+// its context switches and CPU migrations with perf stat when BENCH_PERF does.
 func straceIfAsked(b *testing.B, pid int, name string) func() {
 	dir := os.Getenv("BENCH_STRACE")
-	if dir == "" {
+	var cmd *exec.Cmd
+	switch {
+	case dir != "":
+		cmd = exec.Command("strace", "-c", "-f", "-p", strconv.Itoa(pid), "-o", filepath.Join(dir, name+".strace"))
+	case os.Getenv("BENCH_PERF") != "":
+		cmd = exec.Command("perf", "stat", "-e", "task-clock,context-switches,cpu-migrations,page-faults", "-p", strconv.Itoa(pid),
+			"-o", filepath.Join(os.Getenv("BENCH_PERF"), name+".perf"))
+	default:
 		return func() {}
 	}
-	cmd := exec.Command("strace", "-c", "-f", "-p", strconv.Itoa(pid), "-o", filepath.Join(dir, name+".strace"))
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
 	}

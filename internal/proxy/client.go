@@ -368,8 +368,19 @@ func (c *client) releaseCur() {
 		return
 	}
 	sc.pool.active.Dec()
+	if len(sc.prepared) > maxPreparedPerServer {
+		// Statements accumulate per server connection (every client's distinct texts); bound the
+		// server's memory by starting over now and then.
+		if err := c.resetServer(sc, "DEALLOCATE ALL"); err != nil {
+			sc.broken = true
+		}
+		clear(sc.prepared)
+	}
 	sc.pool.release(sc)
 }
+
+// maxPreparedPerServer bounds the statements the proxy keeps prepared on one server connection.
+const maxPreparedPerServer = 2000
 
 // releaseAll returns every connection when the client leaves: connections in a transaction are
 // rolled back, connections that carried session-only state are reset with DISCARD ALL.

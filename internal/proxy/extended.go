@@ -217,9 +217,7 @@ func (c *client) runBatch() error {
 		case msgBind:
 			ps := c.lookupStmt(it.name)
 			if ps == nil || sc == nil {
-				c.steps = append(c.steps, step{kind: stepSynthError, err: newError(codeUndefinedPrepared,
-					"prepared statement \"%s\" does not exist", it.name)})
-				skipping = true
+				skipping = c.undefinedStatement(it.name)
 				continue
 			}
 			c.ensurePrepared(sc, ps, it.name == "", &parsedUnnamed)
@@ -239,9 +237,7 @@ func (c *client) runBatch() error {
 			if it.kind == 'S' {
 				ps := c.lookupStmt(it.name)
 				if ps == nil || sc == nil {
-					c.steps = append(c.steps, step{kind: stepSynthError, err: newError(codeUndefinedPrepared,
-						"prepared statement \"%s\" does not exist", it.name)})
-					skipping = true
+					skipping = c.undefinedStatement(it.name)
 					continue
 				}
 				c.ensurePrepared(sc, ps, it.name == "", &parsedUnnamed)
@@ -326,16 +322,20 @@ func (c *client) ensurePrepared(sc *serverConn, ps *prepStmt, unnamed bool, pars
 	c.steps = append(c.steps, step{kind: stepSwallowParse, name: ps.internal})
 }
 
+// undefinedStatement answers a reference to an unknown prepared statement with PostgreSQL's error;
+// the rest of the batch up to Sync is then skipped (it returns true for the caller's skip flag).
+func (c *client) undefinedStatement(name string) bool {
+	c.steps = append(c.steps, step{kind: stepSynthError, err: newError(codeUndefinedPrepared,
+		"prepared statement \"%s\" does not exist", name)})
+	return true
+}
+
 // localBatch answers a batch that needed no server (only Close/Sync, or statements refused).
 func (c *client) localBatch() error {
+	failed := false
 	for _, st := range c.steps {
-		switch st.kind {
-		case stepSynthParse:
-			_, _ = c.wr.Write(rawParseComplete)
-		case stepSynthClose:
-			_, _ = c.wr.Write(rawCloseComplete)
-		case stepSynthError:
-			_, _ = c.wr.Write(appendError(c.out[:0], st.err))
+		if !failed {
+			failed = c.writeSynth(st)
 		}
 	}
 	if c.items[len(c.items)-1].typ == msgSync {

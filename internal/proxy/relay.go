@@ -58,14 +58,7 @@ func (c *client) relay(sc *serverConn) (relayResult, error) {
 		}
 		switch st.kind {
 		case stepSynthParse, stepSynthClose, stepSynthError:
-			switch st.kind {
-			case stepSynthParse:
-				_, _ = c.wr.Write(rawParseComplete)
-			case stepSynthClose:
-				_, _ = c.wr.Write(rawCloseComplete)
-			case stepSynthError:
-				c.p.metrics.errors.WithLabelValues(sqlstateClass(st.err.Code)).Inc()
-				_, _ = c.wr.Write(appendError(c.out[:0], st.err))
+			if c.writeSynth(st) {
 				res.failed = true
 				skipToSync = true
 			}
@@ -150,6 +143,22 @@ func (c *client) relay(sc *serverConn) (relayResult, error) {
 		}
 	}
 	return res, nil
+}
+
+// writeSynth answers a step the proxy handles without the server; it reports whether that answer was
+// an error (after which PostgreSQL skips to the next Sync).
+func (c *client) writeSynth(st step) bool {
+	switch st.kind {
+	case stepSynthParse:
+		_, _ = c.wr.Write(rawParseComplete)
+	case stepSynthClose:
+		_, _ = c.wr.Write(rawCloseComplete)
+	case stepSynthError:
+		c.p.metrics.errors.WithLabelValues(sqlstateClass(st.err.Code)).Inc()
+		_, _ = c.wr.Write(appendError(c.out[:0], st.err))
+		return true
+	}
+	return false
 }
 
 // errServerFatal means the server sent a FATAL error (already relayed, as ERROR) and is closing.

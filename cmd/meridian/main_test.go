@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"os"
 	"strings"
 	"testing"
 )
@@ -39,5 +40,25 @@ func TestUsageErrorsExitTwo(t *testing.T) {
 	}
 	if exitCode(nil) != 0 {
 		t.Fatal("success must exit 0")
+	}
+}
+
+func TestProxyConfigErrorsNameTheKey(t *testing.T) {
+	dir := t.TempDir()
+	path := dir + "/proxy.yaml"
+	if err := os.WriteFile(path, []byte("region: r\npool_mode: statement\nnodes: [{name: a, address: 'h:1', region: r}]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	cmd := newRootCmd(&out, &out)
+	cmd.SetArgs([]string{"proxy", "--config", path})
+	err := cmd.Execute()
+	if err == nil || !strings.Contains(err.Error(), "pool_mode") || exitCode(err) != 1 {
+		t.Fatalf("bad config: err = %v (exit %d), want an error naming pool_mode", err, exitCode(err))
+	}
+	cmd = newRootCmd(&out, &out)
+	cmd.SetArgs([]string{"proxy"})
+	if err := cmd.Execute(); exitCode(err) != 2 {
+		t.Fatalf("missing --config: err = %v, want a usage error", err)
 	}
 }

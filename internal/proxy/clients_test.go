@@ -4,6 +4,7 @@ import (
 	"net"
 	"os/exec"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -84,7 +85,7 @@ SELECT 1/0;
 `
 	run := func(ep pgnode.Endpoint, schema string) string {
 		t.Helper()
-		cmd := exec.Command(pgtest.Binaries(t).Path("psql"), "-X", "-h", ep.Host, "-p", itoa(ep.Port), "-U", "postgres",
+		cmd := exec.Command(pgtest.Binaries(t).Path("psql"), "-X", "-h", ep.Host, "-p", strconv.Itoa(ep.Port), "-U", "postgres",
 			"-d", "postgres", "-v", "s="+schema, "-f", "-")
 		cmd.Stdin = strings.NewReader(script)
 		out, _ := cmd.CombinedOutput() // the script ends with a deliberate error
@@ -101,11 +102,3 @@ SELECT 1/0;
 	}
 }
 
-func itoa(n int) string {
-	var b []byte
-	for n > 0 || len(b) == 0 {
-		b = append([]byte{byte('0' + n%10)}, b...)
-		n /= 10
-	}
-	return string(b)
-}

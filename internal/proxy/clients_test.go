@@ -101,4 +101,3 @@ SELECT 1/0;
 		t.Fatalf("the script did not run as expected:\n%s", direct)
 	}
 }
-

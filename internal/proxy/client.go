@@ -72,8 +72,9 @@ type prepStmt struct {
 }
 
 func newClient(p *Proxy, conn net.Conn) *client {
+	rawConn := newRawIO(conn)
 	return &client{
-		p: p, conn: conn, rd: newMsgReader(conn, 16<<10, p.cfg.MaxMessageSize), wr: bufio.NewWriterSize(conn, 16<<10),
+		p: p, conn: conn, rd: newMsgReader(rawConn, 16<<10, p.cfg.MaxMessageSize), wr: bufio.NewWriterSize(rawConn, 16<<10),
 		log: p.log, routeMode: "auto", stmts: map[string]*prepStmt{}, held: map[string]*serverConn{},
 		pools: map[string]*pool{}, txStatus: 'I',
 	}

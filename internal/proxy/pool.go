@@ -67,8 +67,9 @@ func dialServer(ctx context.Context, address, user, database, password string, m
 		_ = tc.SetKeepAlivePeriod(15 * time.Second)
 	}
 	now := time.Now()
+	rw := newRawIO(h.Conn)
 	return &serverConn{
-		conn: h.Conn, rd: newMsgReader(h.Conn, 32<<10, maxMsg), wr: bufio.NewWriterSize(h.Conn, 16<<10),
+		conn: h.Conn, rd: newMsgReader(rw, 32<<10, maxMsg), wr: bufio.NewWriterSize(rw, 16<<10),
 		pid: h.PID, secret: h.SecretKey, params: h.ParameterStatuses,
 		prepared: map[string]bool{}, created: now, lastUsed: now,
 	}, nil

@@ -78,23 +78,25 @@ func BenchmarkPgbenchSelectOnly(b *testing.B) {
 		stop := straceIfAsked(b, os.Getpid(), "proxy")
 		cpu0 := selfCPU()
 		proxied := run(host, port, args...)
-		proxyCPU := selfCPU() - cpu0
+		proxyCPU := selfCPU().sub(cpu0)
 		stop()
 		direct := run(rep.Host, strconv.Itoa(rep.Port), args...)
 		b.ReportMetric(proxied, "proxy-tps")
 		b.ReportMetric(direct, "direct-tps")
 		b.ReportMetric(proxied/direct, "proxy/direct")
 		secs, _ := strconv.ParseFloat(dur, 64)
-		b.ReportMetric(float64(proxyCPU.Microseconds())/(proxied*secs), "proxy-cpu-µs/txn")
+		b.ReportMetric(float64(proxyCPU.total().Microseconds())/(proxied*secs), "proxy-cpu-µs/txn")
+		b.ReportMetric(float64(proxyCPU.sys.Microseconds())/(proxied*secs), "proxy-sys-µs/txn")
 		if bouncerPort != "" {
 			stop := straceIfAsked(b, bouncerPID, "pgbouncer")
 			cpu0 := procCPU(bouncerPID)
 			bounced := run("127.0.0.1", bouncerPort, args...)
-			bouncerCPU := procCPU(bouncerPID) - cpu0
+			bouncerCPU := procCPU(bouncerPID).sub(cpu0)
 			stop()
 			b.ReportMetric(bounced, "pgbouncer-tps")
 			b.ReportMetric(proxied/bounced, "proxy/pgbouncer")
-			b.ReportMetric(float64(bouncerCPU.Microseconds())/(bounced*secs), "pgbouncer-cpu-µs/txn")
+			b.ReportMetric(float64(bouncerCPU.total().Microseconds())/(bounced*secs), "pgbouncer-cpu-µs/txn")
+			b.ReportMetric(float64(bouncerCPU.sys.Microseconds())/(bounced*secs), "pgbouncer-sys-µs/txn")
 		}
 	}
 }
@@ -170,22 +172,28 @@ func straceIfAsked(b *testing.B, pid int, name string) func() {
 	}
 }
 
-func selfCPU() time.Duration {
+// cpuTime is a process's CPU time in user space and in the kernel.
+type cpuTime struct{ user, sys time.Duration }
+
+func (c cpuTime) sub(o cpuTime) cpuTime { return cpuTime{c.user - o.user, c.sys - o.sys} }
+func (c cpuTime) total() time.Duration  { return c.user + c.sys }
+
+func selfCPU() cpuTime {
 	var ru syscall.Rusage
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	return cpuTime{time.Duration(ru.Utime.Nano()), time.Duration(ru.Stime.Nano())}
 }
 
-// procCPU reads a process's user+system CPU time from /proc (clock ticks of 10 ms).
-func procCPU(pid int) time.Duration {
+// procCPU reads a process's user and system CPU time from /proc (clock ticks of 10 ms).
+func procCPU(pid int) cpuTime {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return 0
+		return cpuTime{}
 	}
 	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
 	ut, _ := strconv.Atoi(f[11])
 	st, _ := strconv.Atoi(f[12])
-	return time.Duration(ut+st) * 10 * time.Millisecond
+	return cpuTime{time.Duration(ut) * 10 * time.Millisecond, time.Duration(st) * 10 * time.Millisecond}
 }
 
 func envOr(k, def string) string {

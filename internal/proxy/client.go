@@ -756,7 +756,12 @@ func (c *client) localQuery(sql string, res classify.Result) (bool, error) {
 // mayBeLocal is a cheap pre-check for SHOW meridian.* and DEALLOCATE, which are rare.
 func mayBeLocal(sql string) bool {
 	sql = strings.TrimLeft(sql, " \t\r\n")
-	return len(sql) > 4 && (sql[0]|0x20 == 's' || sql[0]|0x20 == 'd')
+	return hasPrefixFold(sql, "show") || hasPrefixFold(sql, "deallocate")
+}
+
+// hasPrefixFold is strings.HasPrefix ignoring ASCII case.
+func hasPrefixFold(s, prefix string) bool {
+	return len(s) >= len(prefix) && strings.EqualFold(s[:len(prefix)], prefix)
 }
 
 // setLocal applies SET meridian.name = value ("" resets).

@@ -156,8 +156,12 @@ func (pl *pool) tryIdle() *serverConn {
 // query_wait_timeout.
 func (pl *pool) acquire(ctx context.Context) (*serverConn, error) {
 	start := time.Now()
-	deadline := time.NewTimer(pl.p.cfg.QueryWaitTimeout)
-	defer deadline.Stop()
+	var deadline *time.Timer // started on the first wait: most checkouts find an idle connection
+	defer func() {
+		if deadline != nil {
+			deadline.Stop()
+		}
+	}()
 	for {
 		pl.mu.Lock()
 		for len(pl.idle) > 0 {
@@ -186,6 +190,9 @@ func (pl *pool) acquire(ctx context.Context) (*serverConn, error) {
 		pl.waiters = append(pl.waiters, ch)
 		pl.mu.Unlock()
 		pl.p.metrics.clientsWaiting.Inc()
+		if deadline == nil {
+			deadline = time.NewTimer(pl.p.cfg.QueryWaitTimeout - time.Since(start))
+		}
 		select {
 		case sc := <-ch:
 			pl.p.metrics.clientsWaiting.Dec()

@@ -155,7 +155,7 @@ func straceIfAsked(b *testing.B, pid int, name string) func() {
 	case dir != "":
 		cmd = exec.Command("strace", "-c", "-f", "-p", strconv.Itoa(pid), "-o", filepath.Join(dir, name+".strace"))
 	case os.Getenv("BENCH_PERF") != "":
-		cmd = exec.Command("perf", "stat", "-e", "task-clock,context-switches,cpu-migrations,page-faults,"+
+		cmd = exec.Command("perf", "stat", "--no-inherit", "-e", "task-clock,context-switches,cpu-migrations,page-faults,"+
 			"syscalls:sys_enter_read,syscalls:sys_enter_write,syscalls:sys_enter_recvfrom,syscalls:sys_enter_sendto,"+
 			"syscalls:sys_enter_epoll_wait,syscalls:sys_enter_epoll_pwait,syscalls:sys_enter_futex,syscalls:sys_enter_nanosleep", "-p", strconv.Itoa(pid),
 			"-o", filepath.Join(os.Getenv("BENCH_PERF"), name+".perf"))

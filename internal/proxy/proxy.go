@@ -277,7 +277,10 @@ func (p *Proxy) replicaTarget(snap *Snapshot) (target, error) {
 		}
 	}
 	if locals > 0 {
-		k := int(p.rr.Add(1) % uint64(locals))
+		k := 0
+		if locals > 1 { // round robin; one local replica (the common case) needs no shared counter
+			k = int(p.rr.Add(1) % uint64(locals))
+		}
 		for i := range snap.Nodes {
 			n := &snap.Nodes[i]
 			if eligible(n) && n.Region == p.cfg.Region {

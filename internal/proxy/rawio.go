@@ -21,6 +21,14 @@ import (
 type rawIO struct {
 	conn net.Conn
 	rc   syscall.RawConn
+
+	// The state of the call in progress, kept here (with the callbacks bound once) so that a read
+	// or write allocates nothing. One Read and one Write may run at the same time, as on net.Conn.
+	rbuf, wbuf     []byte
+	rn, wn         int
+	rerrno, werrno syscall.Errno
+	readFn         func(fd uintptr) bool
+	writeFn        func(fd uintptr) bool
 }
 
 // newRawIO returns conn's raw reader/writer, or conn itself when it has no file descriptor (a TLS
@@ -34,28 +42,19 @@ func newRawIO(conn net.Conn) io.ReadWriter {
 	if err != nil {
 		return conn
 	}
-	return &rawIO{conn: conn, rc: rc}
+	r := &rawIO{conn: conn, rc: rc}
+	r.readFn, r.writeFn = r.readOnce, r.writeAll
+	return r
 }
 
 func (r *rawIO) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	var n int
-	var errno syscall.Errno
-	err := r.rc.Read(func(fd uintptr) bool {
-		for {
-			m, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
-			switch e {
-			case syscall.EINTR:
-				continue
-			case syscall.EAGAIN:
-				return false
-			}
-			n, errno = int(m), e
-			return true
-		}
-	})
+	r.rbuf, r.rn, r.rerrno = p, 0, 0
+	err := r.rc.Read(r.readFn)
+	n, errno := r.rn, r.rerrno
+	r.rbuf = nil
 	switch {
 	case err != nil:
 		return 0, err
@@ -67,25 +66,27 @@ func (r *rawIO) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-func (r *rawIO) Write(p []byte) (int, error) {
-	var n int
-	var errno syscall.Errno
-	err := r.rc.Write(func(fd uintptr) bool {
-		for n < len(p) {
-			m, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&p[n])), uintptr(len(p)-n))
-			switch e {
-			case 0:
-				n += int(m)
-			case syscall.EINTR:
-			case syscall.EAGAIN:
-				return false
-			default:
-				errno = e
-				return true
-			}
+// readOnce reads what is there; false (not done) asks the poller to wait until there is something.
+func (r *rawIO) readOnce(fd uintptr) bool {
+	p := r.rbuf
+	for {
+		m, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+		switch e {
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			return false
 		}
+		r.rn, r.rerrno = int(m), e
 		return true
-	})
+	}
+}
+
+func (r *rawIO) Write(p []byte) (int, error) {
+	r.wbuf, r.wn, r.werrno = p, 0, 0
+	err := r.rc.Write(r.writeFn)
+	n, errno := r.wn, r.werrno
+	r.wbuf = nil
 	switch {
 	case err != nil:
 		return n, err
@@ -93,4 +94,23 @@ func (r *rawIO) Write(p []byte) (int, error) {
 		return n, &net.OpError{Op: "write", Net: "tcp", Source: r.conn.LocalAddr(), Addr: r.conn.RemoteAddr(), Err: os.NewSyscallError("write", errno)}
 	}
 	return n, nil
+}
+
+// writeAll writes until everything is sent; false asks the poller to wait for room in the socket.
+func (r *rawIO) writeAll(fd uintptr) bool {
+	p := r.wbuf
+	for r.wn < len(p) {
+		m, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&p[r.wn])), uintptr(len(p)-r.wn))
+		switch e {
+		case 0:
+			r.wn += int(m)
+		case syscall.EINTR:
+		case syscall.EAGAIN:
+			return false
+		default:
+			r.werrno = e
+			return true
+		}
+	}
+	return true
 }

@@ -7,7 +7,7 @@ COMMIT ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -X $(PKG)/internal/buildinfo.version=$(VERSION) -X $(PKG)/internal/buildinfo.commit=$(COMMIT)
 TEST_TIMEOUT ?= 15m
 
-.PHONY: all build deps fmt fmt-check vet staticcheck lint test test-go test-nonroot check-leaks bench bench-proxy clean
+.PHONY: all build deps fmt fmt-check vet staticcheck lint test test-go test-nonroot check-leaks e2e bench bench-proxy clean
 
 all: build
 
@@ -28,16 +28,21 @@ fmt-check:
 
 vet:
 	$(GO) vet ./...
+	$(GO) vet -tags e2e ./e2e/
 
 staticcheck:
-	$(GO) tool staticcheck ./...
+	$(GO) tool staticcheck -tags e2e ./...
 
 ## lint: gofmt check, go vet, staticcheck
 lint: fmt-check vet staticcheck
 
 ## test: everything CI checks: lint, the suite as an unprivileged user and as the caller (with the race
-## detector), then that no test server outlived the tests
-test: deps lint test-nonroot test-go check-leaks
+## detector), the end-to-end lab test, then that no test server outlived the tests
+test: deps lint test-nonroot test-go e2e check-leaks
+
+## e2e: drive the real binary: lab up → load → latency → partition → heal → down (about a minute)
+e2e:
+	$(GO) test -tags e2e -count=1 -timeout 10m -v ./e2e/
 
 test-go:
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...

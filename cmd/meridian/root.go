@@ -24,7 +24,7 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newVersionCmd(), newProxyCmd())
+	root.AddCommand(newVersionCmd(), newProxyCmd(), newLabCmd())
 	return root
 }
 

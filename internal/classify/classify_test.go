@@ -409,6 +409,19 @@ var fastCorpus = []string{
 	"SELECT " + strings.Repeat("-", 1) + strings.Repeat(" -", 70) + " 1",
 	"SELECT " + strings.Repeat("NOT ", 70) + "true",
 	"SELECT 0" + strings.Repeat("!", 63) + "1", "SELECT 0" + strings.Repeat("!", 64) + "1",
+	// Data-modifying statements as the simple protocol sends them (pgbench's TPC-B-like script).
+	"UPDATE pgbench_accounts SET abalance = abalance + -4123 WHERE aid = 77812;",
+	"UPDATE pgbench_tellers SET tbalance = tbalance + 12 WHERE tid = 3", "UPDATE s.t AS x SET a = 1, b = x.b * 2",
+	"INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (3, 1, 77812, -4123, CURRENT_TIMESTAMP);",
+	"INSERT INTO t VALUES (1, 'a'), (2, 'b')", "INSERT INTO t (a) VALUES ($1)", "INSERT INTO t (a) VALUES (DEFAULT)",
+	"INSERT INTO t (a) VALUES (1) RETURNING a", "INSERT INTO t SELECT 1", "INSERT INTO t (select) VALUES (1)",
+	"DELETE FROM t WHERE a = 1", "DELETE FROM t", "DELETE FROM a.b.c.d WHERE x", "DELETE FROM t AS u WHERE u.a = 1",
+	"UPDATE t SET a = pg_advisory_lock(1)", "UPDATE t SET a = touch(1)", "UPDATE t x SET a = 1", "UPDATE t SET (a, b) = (1, 2)",
+	"UPDATE t SET a = 1 WHERE", "UPDATE t SET a.b = 1", "INSERT INTO t VALUES (1); SELECT 1", "DELETE t",
+	"UPDATE ONLY t SET a = 1", "INSERT INTO t (a,) VALUES (1)", "UPDATE t SET a = 1 FROM u",
+	"SELECT current_timestamp, current_time(3), localtimestamp(0), localtime, current_date, current_user, user",
+	"SELECT session_user, current_role, current_catalog", "SELECT current_timestamp(x)", "SELECT current_timestamp()",
+	"SELECT current_date(1)", "SELECT current_timestamp::text", "SELECT localtime(-1)", "SELECT current_schema",
 }
 
 func TestFastCorpusAgrees(t *testing.T) {

@@ -166,8 +166,107 @@ func (p *fastParser) statement() (Result, bool) {
 		if p.showName() && p.end() {
 			return Result{Route: RouteReplica, Statements: 1}, true
 		}
+	case p.at("insert"):
+		if p.insertStmt() && p.end() {
+			return Result{Route: RoutePrimary, Reason: "INSERT", Statements: 1}, true
+		}
+	case p.at("update"):
+		if p.updateStmt() && p.end() {
+			return Result{Route: RoutePrimary, Reason: "UPDATE", Statements: 1}, true
+		}
+	case p.at("delete"):
+		if p.deleteStmt() && p.end() {
+			return Result{Route: RoutePrimary, Reason: "DELETE", Statements: 1}, true
+		}
 	}
 	return Result{}, false
+}
+
+// The plain data-modifying statements of OLTP traffic, sent with literals inlined by the simple query
+// protocol (so each text is new and the parser's cache cannot help). Anything beyond the shapes
+// below (RETURNING, ON CONFLICT, FROM, USING, sub-selects, DEFAULT, ...) is left to the parser.
+
+// insertStmt parses INSERT INTO qualified_name [(column [, ...])] VALUES (expr [, ...]) [, (...)].
+func (p *fastParser) insertStmt() bool {
+	p.advance() // INSERT
+	if !p.accept("into") || !p.qualifiedName() {
+		return false
+	}
+	if p.acceptKind(tLParen) {
+		if !p.list(p.columnName) || !p.acceptKind(tRParen) {
+			return false
+		}
+	}
+	if !p.accept("values") {
+		return false
+	}
+	return p.list(func() bool {
+		return p.acceptKind(tLParen) && p.list(p.expr0) && p.acceptKind(tRParen)
+	})
+}
+
+// updateStmt parses UPDATE qualified_name [AS alias] SET column = expr [, ...] [WHERE expr].
+func (p *fastParser) updateStmt() bool {
+	p.advance() // UPDATE
+	if !p.qualifiedName() || !p.optAsAlias() || !p.accept("set") {
+		return false
+	}
+	if !p.list(func() bool { return p.columnName() && p.cur.kind == tOp && p.cur.text == "=" && p.skip() && p.expr(0) }) {
+		return false
+	}
+	return !p.accept("where") || p.expr(0)
+}
+
+// deleteStmt parses DELETE FROM qualified_name [AS alias] [WHERE expr].
+func (p *fastParser) deleteStmt() bool {
+	p.advance() // DELETE
+	if !p.accept("from") || !p.qualifiedName() || !p.optAsAlias() {
+		return false
+	}
+	return !p.accept("where") || p.expr(0)
+}
+
+// qualifiedName parses a table name: ColId [. attr_name [. attr_name]].
+func (p *fastParser) qualifiedName() bool {
+	if !p.colID() {
+		return false
+	}
+	p.advance()
+	for parts := 1; p.cur.kind == tDot; parts++ {
+		p.advance()
+		if parts == 3 || !p.label() {
+			return false
+		}
+		p.advance()
+	}
+	return true
+}
+
+// optAsAlias accepts AS ColId (an alias without AS is left to the parser: it is ambiguous with SET).
+func (p *fastParser) optAsAlias() bool {
+	if !p.accept("as") {
+		return true
+	}
+	if !p.colID() {
+		return false
+	}
+	p.advance()
+	return true
+}
+
+// columnName accepts a plain column name (ColId).
+func (p *fastParser) columnName() bool {
+	if !p.colID() {
+		return false
+	}
+	p.advance()
+	return true
+}
+
+// skip consumes the current token; it returns true for use in conditions.
+func (p *fastParser) skip() bool {
+	p.advance()
+	return true
 }
 
 // begin parses BEGIN [WORK | TRANSACTION] [modes] and START TRANSACTION
@@ -600,8 +699,24 @@ func (p *fastParser) prefix() bool {
 			return p.name()
 		case kwReserved:
 			switch {
-			case isKw(t, "true"), isKw(t, "false"), isKw(t, "null"):
+			case isKw(t, "true"), isKw(t, "false"), isKw(t, "null"),
+				isKw(t, "current_date"), isKw(t, "current_user"), isKw(t, "session_user"), isKw(t, "current_role"),
+				isKw(t, "user"), isKw(t, "current_catalog"):
 				p.advance()
+				return p.postfix()
+			case isKw(t, "current_timestamp"), isKw(t, "current_time"), isKw(t, "localtimestamp"), isKw(t, "localtime"):
+				// gram.y's SQLValueFunction, with an optional precision: not a function call.
+				p.advance()
+				if p.cur.kind == tLParen {
+					p.advance()
+					if p.cur.kind != tNumber || !isIconst(p.cur.text) {
+						return false
+					}
+					p.advance()
+					if !p.acceptKind(tRParen) {
+						return false
+					}
+				}
 				return p.postfix()
 			case isKw(t, "not"):
 				if isKw(p.next, "in") || isKw(p.next, "like") || isKw(p.next, "ilike") ||

@@ -51,6 +51,7 @@ type client struct {
 	deferBegin string                 // a BEGIN answered locally, to be sent with the next statement
 	deadTxn    bool                   // the transaction's server died: only ROLLBACK/COMMIT end it
 	needSync   bool                   // an extended COPY FROM STDIN swallowed the batch's Sync
+	timedRead  bool                   // the statement being executed is a read (for the latency histogram)
 
 	arena []byte // client messages of the current extended batch
 	items []item
@@ -452,6 +453,11 @@ func (c *client) serverLost(sc *serverConn, err error) error {
 	c.p.disc.Refresh()
 	node := sc.pool.key.node
 	c.log.Warn("server connection lost", "node", node, "err", err)
+	if why := sc.aborted.Load(); why != nil {
+		return &pgError{Severity: "ERROR", Code: codeConnectionFailure,
+			Message: fmt.Sprintf("connection to node %s was closed by the proxy: %s", node, *why),
+			Detail:  "the statement or transaction in progress did not complete; it may or may not have been committed if it was a COMMIT"}
+	}
 	return &pgError{Severity: "ERROR", Code: codeConnectionFailure,
 		Message: fmt.Sprintf("connection to node %s was lost: %v", node, err),
 		Detail:  "the statement or transaction in progress did not complete; it may or may not have been committed if it was a COMMIT"}
@@ -477,7 +483,9 @@ func (c *client) routeFor(res classify.Result) (target, error) {
 	if write {
 		return c.p.primaryTarget(snap)
 	}
-	return c.p.replicaTarget(snap)
+	t, err := c.p.replicaTarget(snap)
+	t.read = true
+	return t, err
 }
 
 // ---- simple query protocol ----
@@ -560,20 +568,30 @@ func (c *client) countQuery(t target) {
 	if t.route == "held" {
 		return
 	}
+	c.timedRead = t.read
 	if pl := c.pools[t.node.Name]; pl != nil {
-		pl.counters(t.route).queries.Inc()
+		rc := pl.counters(t.route)
+		rc.queries.Inc()
+		if t.read {
+			rc.reads.Inc()
+		}
 		return
 	}
 	c.p.metrics.queries.WithLabelValues(t.route, t.node.Name).Inc()
+	if t.read {
+		c.p.metrics.reads.WithLabelValues(t.route, t.node.Name).Inc()
+	}
 }
 
 // execute flushes what was written to sc, relays the answers per c.steps, then updates the
 // session: transaction status, SET tracking, pins, and releases the connection when idle.
 func (c *client) execute(sc *serverConn, res classify.Result) error {
+	start := time.Now()
 	if err := sc.wr.Flush(); err != nil {
 		return c.afterServerError(c.serverLost(sc, err))
 	}
 	out, err := c.relay(sc)
+	c.p.metrics.observeQuery(c.timedRead, time.Since(start))
 	if errors.Is(err, errServerFatal) {
 		return c.endAfterLostServer(nil)
 	}

@@ -17,15 +17,18 @@ import (
 
 // NodeState is what the proxy currently knows about one server.
 type NodeState struct {
-	Name      string
-	Region    string
-	Address   string
-	Up        bool         // answered the last poll
-	Primary   bool         // not in recovery
-	ReplayLSN topology.LSN // replicas only
-	RTT       time.Duration
-	Err       string // why it is down
-	CheckedAt time.Time
+	Name    string
+	Region  string
+	Address string
+	Up      bool // answered the last poll
+	Primary bool // not in recovery
+	// LastSeenPrimary is true while a node that was last seen as the primary does not answer: the
+	// cluster has not elected another, so writes wait for it (and errors can name it).
+	LastSeenPrimary bool
+	ReplayLSN       topology.LSN // replicas only
+	RTT             time.Duration
+	Err             string // why it is down
+	CheckedAt       time.Time
 }
 
 // Snapshot is an immutable view of the cluster at one moment. Routing reads it without locks.
@@ -65,7 +68,9 @@ type poller struct {
 	// onWriteFunctions receives the user-defined volatile functions found on the primary, whose
 	// calls must run there (the classifier cannot know them from the statement text).
 	onWriteFunctions func([]string)
-	lastFuncs        string // only touched by run's goroutine
+	// onNodeDown is told when a node that answered stops answering.
+	onNodeDown func(node, reason string)
+	lastFuncs  string // only touched by run's goroutine
 
 	mu    sync.Mutex // guards conns
 	conns map[string]*pgconn.PgConn
@@ -144,6 +149,9 @@ func (p *poller) pollOnce(ctx context.Context, kicked bool) {
 			if o.Up != n.Up || o.Primary != n.Primary {
 				p.log.Info("node state changed", "node", n.Name, "up", n.Up, "primary", n.Primary, "err", n.Err)
 			}
+			if o.Up && !n.Up && p.onNodeDown != nil {
+				p.onNodeDown(n.Name, n.Err)
+			}
 		}
 	}
 	if snap.Primary != "" && p.onWriteFunctions != nil && (kicked || snap.Seq%10 == 0 || snap.Primary != prev.Primary) {
@@ -214,6 +222,7 @@ func (p *poller) check(ctx context.Context, n NodeState) NodeState {
 	row := res[0].Rows[0]
 	n.Up, n.Err = true, ""
 	n.Primary = string(row[0]) == "f"
+	n.LastSeenPrimary = n.Primary
 	n.ReplayLSN, _ = topology.ParseLSN(string(row[1]))
 	// Smooth RTT a little so one slow poll does not reorder replicas.
 	if n.RTT == 0 {

@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
@@ -24,6 +26,8 @@ type metrics struct {
 	serversActive       *prometheus.GaugeVec
 	serverConnectErrors *prometheus.CounterVec
 	queries             *prometheus.CounterVec
+	reads               *prometheus.CounterVec
+	queryDuration       [2]prometheus.Observer // write, read
 	transactions        *prometheus.CounterVec
 	errors              *prometheus.CounterVec
 	pins                *prometheus.CounterVec
@@ -52,6 +56,8 @@ func newMetrics(p *Proxy) *metrics {
 			Help: "Failed attempts to open a server connection, by node."}, []string{"node"}),
 		queries: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meridian_proxy_queries_total",
 			Help: "Statements (simple queries and extended-protocol batches) routed, by route and node."}, []string{"route", "node"}),
+		reads: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meridian_proxy_reads_total",
+			Help: "Read-only statements (those a replica may run), by where they ran: local_replica, remote_replica, or primary as the fallback."}, []string{"route", "node"}),
 		transactions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meridian_proxy_transactions_total",
 			Help: "Server connection checkouts (transactions in transaction mode), by route and node."}, []string{"route", "node"}),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meridian_proxy_errors_total",
@@ -66,10 +72,25 @@ func newMetrics(p *Proxy) *metrics {
 		nodePrimary: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "meridian_proxy_node_primary",
 			Help: "1 if the node is the primary writes are sent to."}, []string{"node", "region"}),
 	}
+	queryDuration := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "meridian_proxy_query_duration_seconds",
+		Help:    "Time from sending a statement (or extended-protocol batch) to a server until its answer is relayed, by kind (read or write).",
+		Buckets: []float64{.0001, .00025, .0005, .001, .002, .005, .01, .025, .05, .075, .1, .15, .2, .3, .5, 1, 2.5, 5, 10}},
+		[]string{"kind"})
+	m.queryDuration = [2]prometheus.Observer{queryDuration.WithLabelValues("write"), queryDuration.WithLabelValues("read")}
+	reg.MustRegister(queryDuration, m.reads)
 	reg.MustRegister(m.clientsActive, m.clientsWaiting, m.clientsTotal, m.clientsRejected, m.serversOpen,
 		m.serversActive, m.serverConnectErrors, m.queries, m.transactions, m.errors, m.pins, m.poolWait,
 		m.nodeUp, m.nodePrimary, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// observeQuery records a statement's server time.
+func (m *metrics) observeQuery(read bool, d time.Duration) {
+	i := 0
+	if read {
+		i = 1
+	}
+	m.queryDuration[i].Observe(d.Seconds())
 }
 
 // observeSnapshot exports node states.

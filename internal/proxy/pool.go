@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -31,6 +32,8 @@ type serverConn struct {
 	broken   bool            // unusable: close instead of returning to the pool
 	created  time.Time
 	lastUsed time.Time
+
+	aborted atomic.Pointer[string] // why the proxy closed it under its user (the node went down)
 }
 
 func splitAddr(addr string) (host, port string) {
@@ -103,13 +106,14 @@ type pool struct {
 	byRoute [3]routeCounters // indexed by routeIndex
 	mu      sync.Mutex       // guards the fields below
 	idle    []*serverConn
-	open    int                // connections open or being dialed
-	waiters []chan *serverConn // FIFO of clients waiting for a connection; nil handed = "dial one"
-	params  map[string]string  // ParameterStatus of the first connection, for client logins
+	open    int                      // connections open or being dialed
+	waiters []chan *serverConn       // FIFO of clients waiting for a connection; nil handed = "dial one"
+	conns   map[*serverConn]struct{} // every open connection, idle or lent
+	params  map[string]string        // ParameterStatus of the first connection, for client logins
 }
 
 // routeCounters are a pool's per-route counters, resolved once instead of per query.
-type routeCounters struct{ queries, transactions prometheus.Counter }
+type routeCounters struct{ queries, reads, transactions prometheus.Counter }
 
 var routeLabels = [3]string{routeLocal, routeRemote, routePrimary}
 
@@ -118,6 +122,7 @@ func newPool(k poolKey, address string, p *Proxy) *pool {
 	for i, r := range routeLabels {
 		pl.byRoute[i] = routeCounters{
 			queries:      p.metrics.queries.WithLabelValues(r, k.node),
+			reads:        p.metrics.reads.WithLabelValues(r, k.node),
 			transactions: p.metrics.transactions.WithLabelValues(r, k.node),
 		}
 	}
@@ -270,6 +275,10 @@ func (pl *pool) dial(ctx context.Context) (*serverConn, error) {
 	if pl.params == nil {
 		pl.params = sc.params
 	}
+	if pl.conns == nil {
+		pl.conns = map[*serverConn]struct{}{}
+	}
+	pl.conns[sc] = struct{}{}
 	pl.mu.Unlock()
 	pl.p.metrics.serversOpen.WithLabelValues(pl.key.node).Inc()
 	return sc, nil
@@ -298,8 +307,29 @@ func (pl *pool) release(sc *serverConn) {
 // discard closes a connection and frees its slot.
 func (pl *pool) discard(sc *serverConn) {
 	sc.close()
+	pl.mu.Lock()
+	delete(pl.conns, sc)
+	pl.mu.Unlock()
 	pl.p.metrics.serversOpen.WithLabelValues(pl.key.node).Dec()
 	pl.slotFreed()
+}
+
+// abortAll closes every connection of the pool, idle or lent: the node stopped answering, and a
+// statement waiting on a server that cannot be reached (a network partition delivers nothing and
+// resets nothing) would otherwise hang until TCP gives up, many minutes later. Clients in the middle
+// of a statement get an error that says why; idle connections are found closed and replaced.
+func (pl *pool) abortAll(reason string) int {
+	pl.mu.Lock()
+	all := make([]*serverConn, 0, len(pl.conns))
+	for sc := range pl.conns {
+		all = append(all, sc)
+	}
+	pl.mu.Unlock()
+	for _, sc := range all {
+		sc.aborted.Store(&reason)
+		sc.close()
+	}
+	return len(all)
 }
 
 // slotFreed frees a slot and lets the first waiter dial into it.

@@ -61,6 +61,7 @@ func New(cfg Config, log *slog.Logger) (*Proxy, error) {
 	p.metrics = newMetrics(p)
 	p.disc = newPoller(cfg, log.With("component", "discovery"))
 	p.disc.onWriteFunctions = p.classifier.SetWriteFunctions
+	p.disc.onNodeDown = p.abortNode
 	return p, nil
 }
 
@@ -242,15 +243,44 @@ func (p *Proxy) pool(node NodeState, user, database string) *pool {
 	return pl
 }
 
+// abortNode closes every server connection to a node that stopped answering the health checks.
+func (p *Proxy) abortNode(node, reason string) {
+	p.mu.Lock()
+	var pools []*pool
+	for k, pl := range p.pools {
+		if k.node == node {
+			pools = append(pools, pl)
+		}
+	}
+	p.mu.Unlock()
+	n := 0
+	for _, pl := range pools {
+		n += pl.abortAll("the node stopped answering health checks (" + reason + ")")
+	}
+	if n > 0 {
+		p.log.Warn("closed the server connections to a node that stopped answering", "node", node, "connections", n)
+	}
+}
+
 // target is where a statement goes.
 type target struct {
 	node  NodeState
 	route string // routeLocal, routeRemote or routePrimary
+	read  bool   // the statement is read-only (a replica may run it), wherever it ends up
 }
 
 // primaryTarget returns the current primary or an error that says why there is none.
 func (p *Proxy) primaryTarget(snap *Snapshot) (target, error) {
 	if snap.Primary == "" {
+		for _, n := range snap.Nodes {
+			if n.LastSeenPrimary && !n.Up {
+				return target{}, &pgError{Severity: "ERROR", Code: codeCannotConnectNow,
+					Message: fmt.Sprintf("the primary %s (region %s) does not answer this proxy (region %s): writes cannot be served",
+						n.Name, n.Region, p.cfg.Region),
+					Detail: "last error: " + n.Err,
+					Hint:   "reads still work from replicas (possibly stale); writes resume when the primary is reachable again or another node is promoted"}
+			}
+		}
 		return target{}, &pgError{Severity: "ERROR", Code: codeCannotConnectNow,
 			Message: "no primary is available to take writes: the cluster is between primaries or the primary is down",
 			Hint:    "reads still work; retry the write in a few seconds"}
@@ -259,8 +289,9 @@ func (p *Proxy) primaryTarget(snap *Snapshot) (target, error) {
 	return target{node: n, route: routePrimary}, nil
 }
 
-// replicaTarget picks a healthy replica in the proxy's region (round robin), else the nearest replica
-// elsewhere by measured round-trip time, else the primary.
+// replicaTarget picks a healthy replica in the proxy's region (round robin), else the primary if it is
+// in the proxy's region, else the nearest replica elsewhere by measured round-trip time, else the
+// primary.
 func (p *Proxy) replicaTarget(snap *Snapshot) (target, error) {
 	eligible := func(n *NodeState) bool { return n.Up && !n.Primary && n.Name != snap.Primary }
 	locals := 0
@@ -290,6 +321,10 @@ func (p *Proxy) replicaTarget(snap *Snapshot) (target, error) {
 				k--
 			}
 		}
+	}
+	// No replica here: a primary in this region is nearer than any other region's replica.
+	if pn, ok := snap.Node(snap.Primary); ok && pn.Region == p.cfg.Region {
+		return target{node: pn, route: routePrimary}, nil
 	}
 	if nearest != nil {
 		return target{node: *nearest, route: routeRemote}, nil

@@ -532,7 +532,7 @@ func TestNodeFailures(t *testing.T) {
 		t.Fatalf("writes did not fail with 57P03 after the primary died: %v", err)
 	}
 	_, err = conn.Exec(ctx, "INSERT INTO f VALUES (1)")
-	if !strings.Contains(err.Error(), "no primary is available") {
+	if !strings.Contains(err.Error(), "the primary primary (region us-east-1) does not answer this proxy") {
 		t.Errorf("write error does not say what is wrong: %v", err)
 	}
 	var one int

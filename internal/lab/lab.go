@@ -1,0 +1,450 @@
+package lab
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/meridiandb/meridian/internal/pgnode"
+	"github.com/meridiandb/meridian/internal/proxy"
+	"github.com/meridiandb/meridian/internal/topology"
+	"github.com/meridiandb/meridian/internal/wan"
+)
+
+// nodeSettings are the lab servers' settings on top of pgnode's replication-ready defaults.
+var nodeSettings = map[string]string{
+	"max_connections":             "200",
+	"shared_buffers":              "64MB",
+	"wal_retrieve_retry_interval": "1s", // a replica cut off by a partition reconnects soon after heal
+	"log_min_messages":            "warning",
+}
+
+// Lab is a running lab. Its methods may be called concurrently.
+type Lab struct {
+	cfg     Config
+	log     *slog.Logger
+	regions []*region
+	primary int // index of the primary's region
+
+	mu          sync.Mutex // guards links, rtt, partitioned
+	links       map[[2]int]*wan.Link
+	rtt         map[[2]int]time.Duration // by unordered pair (low index first)
+	partitioned map[int]bool
+
+	sampler *sampler
+	started time.Time
+}
+
+// region is one emulated region.
+type region struct {
+	index int
+	name  string
+	addr  string
+	node  *pgnode.Node
+	proxy *proxy.Proxy
+}
+
+func (r *region) endpoint() pgnode.Endpoint { return pgnode.Endpoint{Host: r.addr, Port: PostgresPort} }
+
+// Start builds the lab: it checks that every address and port is free, creates the primary and loads
+// the sample data, starts the WAN links, clones and starts the replicas (streaming through the links),
+// and starts one proxy per region. On error everything started so far is stopped.
+func Start(ctx context.Context, cfg Config) (l *Lab, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	l = &Lab{cfg: cfg, log: cfg.Logger, links: map[[2]int]*wan.Link{}, rtt: map[[2]int]time.Duration{},
+		partitioned: map[int]bool{}, started: time.Now()}
+	for i, name := range cfg.Regions {
+		l.regions = append(l.regions, &region{index: i, name: name, addr: regionAddress(cfg.FirstAddress, i)})
+		if name == cfg.Primary {
+			l.primary = i
+		}
+	}
+	for i := range l.regions {
+		for j := i + 1; j < len(l.regions); j++ {
+			l.rtt[[2]int{i, j}] = DefaultRTT(l.regions[i].name, l.regions[j].name)
+		}
+	}
+	defer func() {
+		if err != nil {
+			l.Close()
+			l = nil
+		}
+	}()
+	step := func(name string, f func() error) error {
+		start := time.Now()
+		if err := f(); err != nil {
+			return err
+		}
+		if cfg.Progress != nil {
+			cfg.Progress(name, time.Since(start))
+		}
+		l.log.Info("lab step done", "step", name, "took", time.Since(start).Round(time.Millisecond))
+		return nil
+	}
+	var bin pgnode.Binaries
+	steps := []struct {
+		name string
+		f    func() error
+	}{
+		{"checked addresses and ports", l.checkPorts},
+		{"found PostgreSQL", func() (err error) { bin, err = pgnode.FindBinaries(); return err }},
+		{"created " + nodeName(cfg.Primary) + " (primary, " + cfg.Primary + ")", func() error { return l.createPrimary(ctx, bin) }},
+		{"loaded the sample data set (database " + Database + ")", func() error { return l.loadSample(ctx) }},
+		{"started the WAN links", l.startLinks},
+		{"cloned and started the replicas", func() error { return l.createReplicas(ctx, bin) }},
+		{"started the proxies", func() error { return l.startProxies(ctx) }},
+	}
+	for _, s := range steps {
+		if err := step(s.name, s.f); err != nil {
+			return l, err
+		}
+	}
+	l.sampler = newSampler(l)
+	return l, nil
+}
+
+// checkPorts fails with a clear message when an address or port the lab needs is taken.
+func (l *Lab) checkPorts() error {
+	for _, r := range l.regions {
+		need := []struct {
+			port int
+			what string
+		}{{PostgresPort, "PostgreSQL"}, {ProxyPort, "the proxy"}, {MetricsPort, "the proxy's metrics"}}
+		for j := range l.regions {
+			if j != r.index {
+				need = append(need, struct {
+					port int
+					what string
+				}{LinkPortBase + j, "the WAN link to " + l.regions[j].name})
+			}
+		}
+		for _, n := range need {
+			addr := net.JoinHostPort(r.addr, strconv.Itoa(n.port))
+			ln, err := net.Listen("tcp", addr)
+			if err != nil {
+				return fmt.Errorf("%s, for %s of region %s, is not free (%v); stop what uses it (ss -ltnp 'sport = :%d' shows it) "+
+					"or give the lab other addresses, e.g. --first-address 127.0.%d.1", addr, n.what, r.name, errors.Unwrap(err), n.port,
+					(int(netip.MustParseAddr(l.cfg.FirstAddress).As4()[2])+10)%200+10)
+			}
+			ln.Close()
+		}
+	}
+	return nil
+}
+
+func (l *Lab) nodeConfig(r *region, bin pgnode.Binaries) pgnode.Config {
+	return pgnode.Config{
+		Name: nodeName(r.name), Dir: filepath.Join(l.cfg.Dir, r.name, "postgres"), Host: r.addr, Port: PostgresPort,
+		Bin: bin, AllowCIDRs: []string{"127.0.0.0/8"}, Settings: nodeSettings,
+		Logger: l.log.With("region", r.name),
+	}
+}
+
+func (l *Lab) createPrimary(ctx context.Context, bin pgnode.Binaries) error {
+	r := l.regions[l.primary]
+	if err := os.MkdirAll(filepath.Join(l.cfg.Dir, r.name), 0o755); err != nil {
+		return err
+	}
+	n, err := pgnode.New(l.nodeConfig(r, bin))
+	if err != nil {
+		return err
+	}
+	r.node = n
+	if err := n.Init(ctx); err != nil {
+		return err
+	}
+	return n.Start(ctx)
+}
+
+// createReplicas clones every other region's server from the primary (directly: the copy is not what
+// the lab shows), points it at its WAN link to the primary, and starts it; then waits until each
+// streams and has replayed everything.
+func (l *Lab) createReplicas(ctx context.Context, bin pgnode.Binaries) error {
+	p := l.regions[l.primary]
+	var wg sync.WaitGroup
+	errs := make([]error, len(l.regions))
+	for _, r := range l.regions {
+		if r.index == l.primary {
+			continue
+		}
+		if err := os.MkdirAll(filepath.Join(l.cfg.Dir, r.name), 0o755); err != nil {
+			return err
+		}
+		n, err := pgnode.New(l.nodeConfig(r, bin))
+		if err != nil {
+			return err
+		}
+		r.node = n
+		wg.Go(func() {
+			if errs[r.index] = n.Clone(ctx, p.node.Endpoint()); errs[r.index] != nil {
+				return
+			}
+			if errs[r.index] = n.Repoint(ctx, l.linkEndpoint(r.index, l.primary)); errs[r.index] != nil {
+				return
+			}
+			errs[r.index] = n.Start(ctx)
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	target, err := l.primaryLSN(ctx)
+	if err != nil {
+		return err
+	}
+	for _, r := range l.regions {
+		if r.index != l.primary {
+			if err := waitReplayed(ctx, r.node, target, time.Minute); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// linkEndpoint is where region from reaches region to's server: the WAN link's listener on from's
+// address.
+func (l *Lab) linkEndpoint(from, to int) pgnode.Endpoint {
+	return pgnode.Endpoint{Host: l.regions[from].addr, Port: LinkPortBase + to}
+}
+
+func (l *Lab) startLinks() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, from := range l.regions {
+		for _, to := range l.regions {
+			if from == to {
+				continue
+			}
+			lk, err := wan.New(wan.Config{
+				Name:    from.name + ">" + to.name,
+				Listen:  l.linkEndpoint(from.index, to.index).String(),
+				Target:  to.endpoint().String(),
+				Latency: wan.OneWay(l.rtt[pair(from.index, to.index)]),
+				Logger:  l.log,
+			})
+			if err != nil {
+				return fmt.Errorf("WAN link %s>%s: %w", from.name, to.name, err)
+			}
+			l.links[[2]int{from.index, to.index}] = lk
+		}
+	}
+	return nil
+}
+
+func pair(a, b int) [2]int {
+	if a > b {
+		a, b = b, a
+	}
+	return [2]int{a, b}
+}
+
+// proxyConfig is region r's proxy: its own server directly, every other through r's WAN link to it.
+func (l *Lab) proxyConfig(r *region) proxy.Config {
+	cfg := proxy.DefaultConfig()
+	cfg.Listen = net.JoinHostPort(r.addr, strconv.Itoa(ProxyPort))
+	cfg.HTTPListen = net.JoinHostPort(r.addr, strconv.Itoa(MetricsPort))
+	cfg.Region = r.name
+	cfg.PoolSize = 20
+	cfg.MaxClientConn = 2000
+	// Notice a cut-off primary within about two seconds, so writes fail fast and clearly.
+	cfg.ServerConnectTimeout = 2 * time.Second
+	for _, o := range l.regions {
+		addr := o.endpoint().String()
+		if o != r {
+			addr = l.linkEndpoint(r.index, o.index).String()
+		}
+		cfg.Nodes = append(cfg.Nodes, proxy.NodeConfig{Name: nodeName(o.name), Address: addr, Region: o.name})
+	}
+	return cfg
+}
+
+func (l *Lab) startProxies(ctx context.Context) error {
+	for _, r := range l.regions {
+		cfg := l.proxyConfig(r)
+		if b, err := yaml.Marshal(cfg); err == nil {
+			// For reference and for running the same proxy by hand (meridian proxy --config).
+			_ = os.WriteFile(filepath.Join(l.cfg.Dir, r.name, "proxy.yaml"), b, 0o644)
+		}
+		p, err := proxy.New(cfg, l.log.With("component", "proxy", "region", r.name))
+		if err != nil {
+			return err
+		}
+		if err := p.Start(); err != nil {
+			return fmt.Errorf("proxy of %s: %w", r.name, err)
+		}
+		r.proxy = p
+	}
+	for _, r := range l.regions {
+		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		err := r.proxy.WaitReady(wctx)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("proxy of %s did not become ready: %w", r.name, err)
+		}
+	}
+	return nil
+}
+
+// Close stops everything in reverse order of starting: the status sampler, the proxies, the links,
+// the replicas, the primary. It waits for the servers to exit. It is idempotent.
+func (l *Lab) Close() {
+	if l.sampler != nil {
+		l.sampler.close()
+	}
+	for _, r := range l.regions {
+		if r.proxy != nil {
+			r.proxy.Close()
+			r.proxy = nil
+		}
+	}
+	l.mu.Lock()
+	for k, lk := range l.links {
+		lk.Close()
+		delete(l.links, k)
+	}
+	l.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for i := len(l.regions) - 1; i >= 0; i-- {
+		r := l.regions[i]
+		if r.node == nil || !r.node.Running() {
+			continue
+		}
+		if err := r.node.Stop(ctx, pgnode.Fast); err != nil {
+			l.log.Warn("stop failed; killing", "node", r.node.Name(), "err", err)
+			r.node.Kill()
+		}
+	}
+}
+
+// SetRTT changes the round-trip time between two regions, in both directions, at once.
+func (l *Lab) SetRTT(a, b string, rtt time.Duration) error {
+	i, j := l.regionIndex(a), l.regionIndex(b)
+	switch {
+	case i < 0:
+		return fmt.Errorf("unknown region %q (regions: %s)", a, l.regionNames())
+	case j < 0:
+		return fmt.Errorf("unknown region %q (regions: %s)", b, l.regionNames())
+	case i == j:
+		return fmt.Errorf("%s to itself has no WAN link: traffic inside a region is direct", a)
+	case rtt < 0 || rtt > time.Minute:
+		return fmt.Errorf("round-trip time %v is out of range (0 to 1m)", rtt)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.rtt[pair(i, j)] = rtt
+	l.links[[2]int{i, j}].SetLatency(wan.OneWay(rtt), 0)
+	l.links[[2]int{j, i}].SetLatency(wan.OneWay(rtt), 0)
+	l.log.Info("lab latency changed", "from", a, "to", b, "rtt", rtt)
+	return nil
+}
+
+// Partition cuts a region off: nothing passes between it and any other region (connections hang, as
+// in a real partition) until Heal.
+func (l *Lab) Partition(name string) error {
+	i := l.regionIndex(name)
+	if i < 0 {
+		return fmt.Errorf("unknown region %q (regions: %s)", name, l.regionNames())
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.partitioned[i] = true
+	for k, lk := range l.links {
+		if k[0] == i || k[1] == i {
+			lk.Partition()
+		}
+	}
+	l.log.Info("lab region partitioned", "region", name)
+	return nil
+}
+
+// Heal reconnects a partitioned region, or every region when name is empty.
+func (l *Lab) Heal(name string) error {
+	i := -1
+	if name != "" {
+		if i = l.regionIndex(name); i < 0 {
+			return fmt.Errorf("unknown region %q (regions: %s)", name, l.regionNames())
+		}
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if i < 0 {
+		clear(l.partitioned)
+	} else {
+		delete(l.partitioned, i)
+	}
+	for k, lk := range l.links {
+		if !l.partitioned[k[0]] && !l.partitioned[k[1]] {
+			lk.Heal()
+		}
+	}
+	l.log.Info("lab healed", "region", name)
+	return nil
+}
+
+func (l *Lab) regionIndex(name string) int {
+	for _, r := range l.regions {
+		if r.name == name {
+			return r.index
+		}
+	}
+	return -1
+}
+
+func (l *Lab) regionNames() string {
+	s := ""
+	for i, r := range l.regions {
+		if i > 0 {
+			s += ", "
+		}
+		s += r.name
+	}
+	return s
+}
+
+// primaryLSN returns the primary's current WAL position.
+func (l *Lab) primaryLSN(ctx context.Context) (topology.LSN, error) {
+	st, err := l.regions[l.primary].node.Status(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return st.Current, nil
+}
+
+// waitReplayed waits until node has replayed lsn.
+func waitReplayed(ctx context.Context, n *pgnode.Node, lsn topology.LSN, limit time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	for {
+		st, err := n.Status(ctx)
+		if err == nil && st.Replayed >= lsn {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s did not replay %s within %v (last status: %+v, err %v)", n.Name(), lsn, limit, st, err)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// connect opens a pgx connection to the lab database on a server.
+func connect(ctx context.Context, addr string) (*pgx.Conn, error) {
+	return pgx.Connect(ctx, "postgres://postgres@"+addr+"/"+Database+"?sslmode=disable&connect_timeout=5")
+}

@@ -7,13 +7,18 @@ COMMIT ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -X $(PKG)/internal/buildinfo.version=$(VERSION) -X $(PKG)/internal/buildinfo.commit=$(COMMIT)
 TEST_TIMEOUT ?= 15m
 
-.PHONY: all build deps fmt fmt-check vet staticcheck lint test test-go test-nonroot check-leaks e2e bench bench-proxy clean
+.PHONY: all build lab deps fmt fmt-check vet staticcheck lint test test-go test-nonroot check-leaks e2e bench bench-proxy clean
 
 all: build
 
 ## build: compile bin/meridian
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/meridian ./cmd/meridian
+
+## lab: the main command — install what is missing, build, and run `meridian lab up` (Ctrl-C stops it;
+## LAB_ARGS="--detach" returns once it is ready)
+lab: deps build
+	bin/meridian lab up $(LAB_ARGS)
 
 ## deps: install what the tests and the lab need (PostgreSQL from the distribution's packages)
 deps:

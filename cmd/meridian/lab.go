@@ -63,6 +63,12 @@ func newLabUpCmd(dirOf func() (string, error)) *cobra.Command {
 				return err
 			}
 			if detach {
+				if err := lab.CheckFree(dir, slog.New(slog.DiscardHandler)); err != nil {
+					return err
+				}
+				if err := lab.CheckPorts(cfg); err != nil {
+					return err
+				}
 				return labDetach(cmd, dir, os.Args[1:])
 			}
 			return labSupervise(cmd.Context(), cmd.OutOrStdout(), cfg, !supervise)
@@ -163,9 +169,6 @@ func cfgRegions(cfg lab.Config) []string {
 // labDetach starts the supervisor as a background process and waits until the lab is ready.
 func labDetach(cmd *cobra.Command, dir string, args []string) error {
 	out := cmd.OutOrStdout()
-	if err := lab.CheckFree(dir, slog.New(slog.DiscardHandler)); err != nil {
-		return err
-	}
 	exe, err := os.Executable()
 	if err != nil {
 		return err
@@ -198,7 +201,8 @@ func labDetach(cmd *cobra.Command, dir string, args []string) error {
 	for {
 		select {
 		case err := <-exited:
-			return fmt.Errorf("the lab supervisor exited (%v) before the lab was ready; its log ends with:\n%s", err, tail(logPath, 15))
+			return fmt.Errorf("the lab supervisor exited (%v) before the lab was ready: %s\n(full log: %s)", err,
+				strings.TrimPrefix(tail(logPath, 1), "meridian: "), logPath)
 		case <-ctx.Done():
 			_ = sup.Process.Signal(syscall.SIGTERM)
 			return fmt.Errorf("the lab was not ready within 2 minutes (see %s)", logPath)

@@ -117,6 +117,21 @@ func Start(ctx context.Context, cfg Config) (l *Lab, err error) {
 	return l, nil
 }
 
+// CheckPorts fails with a clear message when an address or port the lab described by cfg needs is
+// taken. Start checks too; callers that start the lab in another process call it first for a quick
+// answer.
+func CheckPorts(cfg Config) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	cfg = cfg.withDefaults()
+	l := &Lab{cfg: cfg}
+	for i, name := range cfg.Regions {
+		l.regions = append(l.regions, &region{index: i, name: name, addr: regionAddress(cfg.FirstAddress, i)})
+	}
+	return l.checkPorts()
+}
+
 // checkPorts fails with a clear message when an address or port the lab needs is taken.
 func (l *Lab) checkPorts() error {
 	for _, r := range l.regions {

@@ -69,6 +69,12 @@ type Config struct {
 	WriteFunctions []string `yaml:"write_functions"`
 	// MaxMessageSize bounds one protocol message from a client or server (default 256 MiB).
 	MaxMessageSize int `yaml:"max_message_size"`
+	// LagSampleInterval is how often each node's WAL position is sampled to measure replica lag
+	// (default 100ms).
+	LagSampleInterval time.Duration `yaml:"lag_sample_interval"`
+	// MaxReplicaLag takes a replica out of read routing while its sampled lag exceeds it (default 30s;
+	// 0 disables the check).
+	MaxReplicaLag time.Duration `yaml:"max_replica_lag"`
 }
 
 // DefaultConfig returns the configuration before the file is applied.
@@ -86,6 +92,8 @@ func DefaultConfig() Config {
 		MonitorUser:          "postgres",
 		MonitorDatabase:      "postgres",
 		MaxMessageSize:       256 << 20,
+		LagSampleInterval:    100 * time.Millisecond,
+		MaxReplicaLag:        30 * time.Second,
 	}
 }
 
@@ -183,6 +191,12 @@ func (c *Config) Validate() error {
 	case PoolTransaction, PoolSession:
 	default:
 		bad("pool_mode", "must be transaction or session, got %q", c.PoolMode)
+	}
+	if c.LagSampleInterval < 10*time.Millisecond || c.LagSampleInterval > time.Minute {
+		bad("lag_sample_interval", "must be between 10ms and 1m, got %v", c.LagSampleInterval)
+	}
+	if c.MaxReplicaLag < 0 {
+		bad("max_replica_lag", "must not be negative (0 disables the check), got %v", c.MaxReplicaLag)
 	}
 	if c.PoolSize < 1 || c.PoolSize > 10000 {
 		bad("pool_size", "must be between 1 and 10000, got %d", c.PoolSize)

@@ -34,6 +34,8 @@ type metrics struct {
 	poolWait            prometheus.Histogram
 	nodeUp              *prometheus.GaugeVec
 	nodePrimary         *prometheus.GaugeVec
+	replicaLag          *prometheus.GaugeVec
+	replicaLagBytes     *prometheus.GaugeVec
 }
 
 func newMetrics(p *Proxy) *metrics {
@@ -77,7 +79,11 @@ func newMetrics(p *Proxy) *metrics {
 		Buckets: []float64{.0001, .00025, .0005, .001, .002, .005, .01, .025, .05, .075, .1, .15, .2, .3, .5, 1, 2.5, 5, 10}},
 		[]string{"kind"})
 	m.queryDuration = [2]prometheus.Observer{queryDuration.WithLabelValues("write"), queryDuration.WithLabelValues("read")}
-	reg.MustRegister(queryDuration, m.reads)
+	m.replicaLag = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "meridian_proxy_replica_lag_seconds",
+		Help: "How long the oldest WAL a replica has not replayed has existed on the primary, as last sampled (lag_sample_interval)."}, []string{"node"})
+	m.replicaLagBytes = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "meridian_proxy_replica_lag_bytes",
+		Help: "WAL the primary had, as last sampled, that a replica had not replayed."}, []string{"node"})
+	reg.MustRegister(queryDuration, m.reads, m.replicaLag, m.replicaLagBytes)
 	reg.MustRegister(m.clientsActive, m.clientsWaiting, m.clientsTotal, m.clientsRejected, m.serversOpen,
 		m.serversActive, m.serverConnectErrors, m.queries, m.transactions, m.errors, m.pins, m.poolWait,
 		m.nodeUp, m.nodePrimary, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

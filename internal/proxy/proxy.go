@@ -24,6 +24,7 @@ type Proxy struct {
 	cfg        Config
 	log        *slog.Logger
 	disc       *poller
+	lag        *lagMonitor
 	classifier *classify.Classifier
 	metrics    *metrics
 
@@ -62,6 +63,7 @@ func New(cfg Config, log *slog.Logger) (*Proxy, error) {
 	p.disc = newPoller(cfg, log.With("component", "discovery"))
 	p.disc.onWriteFunctions = p.classifier.SetWriteFunctions
 	p.disc.onNodeDown = p.abortNode
+	p.lag = newLagMonitor(cfg, log.With("component", "lag"), p.metrics)
 	return p, nil
 }
 
@@ -83,6 +85,7 @@ func (p *Proxy) Start() error {
 		p.wg.Go(func() { _ = p.httpSrv.Serve(hl) })
 	}
 	p.wg.Go(func() { p.disc.run(p.ctx) })
+	p.wg.Go(func() { p.lag.run(p.ctx) })
 	p.wg.Go(p.maintain)
 	p.wg.Go(p.acceptLoop)
 	p.log.Info("proxy listening", "listen", ln.Addr().String(), "region", p.cfg.Region, "pool_mode", string(p.cfg.PoolMode))
@@ -293,7 +296,9 @@ func (p *Proxy) primaryTarget(snap *Snapshot) (target, error) {
 // in the proxy's region, else the nearest replica elsewhere by measured round-trip time, else the
 // primary.
 func (p *Proxy) replicaTarget(snap *Snapshot) (target, error) {
-	eligible := func(n *NodeState) bool { return n.Up && !n.Primary && n.Name != snap.Primary }
+	eligible := func(n *NodeState) bool {
+		return n.Up && !n.Primary && n.Name != snap.Primary && !p.lag.tooFarBehind(n.Name)
+	}
 	locals := 0
 	var nearest *NodeState
 	for i := range snap.Nodes {

@@ -1,0 +1,202 @@
+package proxy
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/meridiandb/meridian/internal/topology"
+)
+
+// lagMonitor samples every node's WAL position every LagSampleInterval, each over a connection of its
+// own: the primary's pg_current_wal_lsn() and the replicas' pg_last_wal_replay_lsn(). From a short
+// history of the primary's positions it derives each replica's lag in bytes and in time: how long ago
+// the primary first had WAL the replica has not replayed yet. (pg_last_xact_replay_timestamp() would
+// be simpler, but on a quiet primary it grows forever while the replica is in fact up to date.)
+//
+// Routing reads the results without locks (one atomic load per node).
+type lagMonitor struct {
+	cfg   Config
+	log   *slog.Logger
+	nodes []*lagNode // in configuration order
+
+	mu      sync.Mutex  // guards history
+	history []lsnSample // the primary's positions, oldest first, at most maxLagHistory long
+}
+
+// maxLagHistory bounds the primary's position history; at 100 ms it covers 10 minutes, beyond which
+// a replica's lag is reported as "at least" the history's age.
+const maxLagHistory = 6000
+
+type lsnSample struct {
+	at  time.Time
+	lsn topology.LSN
+}
+
+// lagNode is one node's latest sample.
+type lagNode struct {
+	name, address string
+	state         atomic.Pointer[LagState]
+	lagSeconds    prometheus.Gauge
+	lagBytes      prometheus.Gauge
+}
+
+// LagState is a node's replication position as last sampled.
+type LagState struct {
+	Primary   bool          // the node reported it is not in recovery
+	LSN       topology.LSN  // pg_current_wal_lsn() on the primary, pg_last_wal_replay_lsn() on a replica
+	LagBytes  uint64        // WAL the primary had that this replica had not replayed (replicas)
+	Lag       time.Duration // how long the oldest of that WAL has existed on the primary (replicas)
+	SampledAt time.Time
+}
+
+func newLagMonitor(cfg Config, log *slog.Logger, m *metrics) *lagMonitor {
+	lm := &lagMonitor{cfg: cfg, log: log}
+	for _, n := range cfg.Nodes {
+		lm.nodes = append(lm.nodes, &lagNode{name: n.Name, address: n.Address,
+			lagSeconds: m.replicaLag.WithLabelValues(n.Name), lagBytes: m.replicaLagBytes.WithLabelValues(n.Name)})
+	}
+	return lm
+}
+
+// state returns a node's latest sample, or nil before the first one or when sampling fails.
+func (lm *lagMonitor) state(name string) *LagState {
+	for _, n := range lm.nodes {
+		if n.name == name {
+			return n.state.Load()
+		}
+	}
+	return nil
+}
+
+// tooFarBehind reports whether a replica's last sampled lag exceeds max_replica_lag. A replica without
+// a recent sample is judged by the role poller alone.
+func (lm *lagMonitor) tooFarBehind(name string) bool {
+	if lm == nil || lm.cfg.MaxReplicaLag <= 0 {
+		return false
+	}
+	st := lm.state(name)
+	return st != nil && !st.Primary && st.Lag > lm.cfg.MaxReplicaLag
+}
+
+// run samples every node until ctx ends.
+func (lm *lagMonitor) run(ctx context.Context) {
+	var wg sync.WaitGroup
+	for _, n := range lm.nodes {
+		wg.Go(func() { lm.sampleLoop(ctx, n) })
+	}
+	wg.Wait()
+}
+
+// lagQuery asks for the node's role and position; COALESCE evaluates pg_current_wal_lsn() only on a
+// primary, where the replay position is NULL (on a standby it would fail).
+const lagQuery = "SELECT pg_is_in_recovery(), COALESCE(pg_last_wal_replay_lsn(), pg_current_wal_lsn())::text"
+
+func (lm *lagMonitor) sampleLoop(ctx context.Context, n *lagNode) {
+	var conn *pgconn.PgConn
+	defer func() {
+		if conn != nil {
+			conn.Close(context.Background())
+		}
+	}()
+	t := time.NewTicker(lm.cfg.LagSampleInterval)
+	defer t.Stop()
+	for {
+		if conn == nil || conn.IsClosed() {
+			conn = lm.dial(ctx, n)
+		}
+		if conn != nil {
+			if !lm.sample(ctx, n, conn) {
+				conn.Close(context.Background())
+				conn = nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (lm *lagMonitor) dial(ctx context.Context, n *lagNode) *pgconn.PgConn {
+	cfg, err := pgconn.ParseConfig(connString(n.address, lm.cfg.MonitorUser, lm.cfg.MonitorDatabase, lm.cfg.MonitorPassword))
+	if err != nil {
+		return nil
+	}
+	cfg.RuntimeParams["application_name"] = "meridian-proxy-lag"
+	dctx, cancel := context.WithTimeout(ctx, lm.cfg.ServerConnectTimeout)
+	defer cancel()
+	conn, err := pgconn.ConnectConfig(dctx, cfg)
+	if err != nil {
+		n.state.Store(nil)
+		return nil
+	}
+	return conn
+}
+
+// sample takes one sample; false means the connection is no longer usable.
+func (lm *lagMonitor) sample(ctx context.Context, n *lagNode, conn *pgconn.PgConn) bool {
+	qctx, cancel := context.WithTimeout(ctx, lm.cfg.ServerConnectTimeout)
+	defer cancel()
+	res, err := conn.Exec(qctx, lagQuery).ReadAll()
+	now := time.Now()
+	if err != nil || len(res) != 1 || len(res[0].Rows) != 1 {
+		n.state.Store(nil)
+		return false
+	}
+	row := res[0].Rows[0]
+	lsn, err := topology.ParseLSN(string(row[1]))
+	if err != nil {
+		n.state.Store(nil)
+		return true
+	}
+	st := &LagState{Primary: string(row[0]) == "f", LSN: lsn, SampledAt: now}
+	if st.Primary {
+		lm.recordPrimary(now, lsn)
+	} else {
+		st.LagBytes, st.Lag = lm.lagOf(now, lsn)
+		n.lagSeconds.Set(st.Lag.Seconds())
+		n.lagBytes.Set(float64(st.LagBytes))
+	}
+	n.state.Store(st)
+	return true
+}
+
+func (lm *lagMonitor) recordPrimary(at time.Time, lsn topology.LSN) {
+	lm.mu.Lock()
+	defer lm.mu.Unlock()
+	if k := len(lm.history); k > 0 && lsn < lm.history[k-1].lsn {
+		lm.history = lm.history[:0] // a new primary (another timeline): start over
+	}
+	if k := len(lm.history); k > 0 && lm.history[k-1].lsn == lsn {
+		return // unchanged: the first time the primary was at lsn is what lag is measured from
+	}
+	if len(lm.history) == maxLagHistory {
+		lm.history = append(lm.history[:0], lm.history[1:]...)
+	}
+	lm.history = append(lm.history, lsnSample{at: at, lsn: lsn})
+}
+
+// lagOf returns how far a replica at replayed is behind the primary's latest known position: in bytes,
+// and in time since the primary first had WAL beyond replayed.
+func (lm *lagMonitor) lagOf(now time.Time, replayed topology.LSN) (uint64, time.Duration) {
+	lm.mu.Lock()
+	defer lm.mu.Unlock()
+	k := len(lm.history)
+	if k == 0 || replayed >= lm.history[k-1].lsn {
+		return 0, 0
+	}
+	bytes := uint64(lm.history[k-1].lsn - replayed)
+	// The oldest sample beyond replayed: positions only grow, so search from the newest backwards.
+	i := k - 1
+	for i > 0 && lm.history[i-1].lsn > replayed {
+		i--
+	}
+	return bytes, max(0, now.Sub(lm.history[i].at))
+}

@@ -34,7 +34,8 @@ func Down(ctx context.Context, dir string, log *slog.Logger) error {
 	if st, err := ReadState(dir); err == nil && supervisorAlive(st.PID) {
 		c := &Client{State: st, http: newHTTPClient()}
 		if err := c.Down(ctx); err == nil {
-			return nil
+			_, err := CleanStale(dir, log) // the servers' data and logs; supervisor.log stays
+			return err
 		} else {
 			log.Warn("the supervisor did not stop the lab; stopping it by signal", "pid", st.PID, "err", err)
 		}

@@ -36,8 +36,11 @@ type client struct {
 	pending  []classify.SetOp // SETs inside the current transaction (applied at COMMIT)
 	stateKey uint64           // hash of startup+sets; equal keys mean equal session state
 
-	routeMode       string // meridian.route: auto, primary or replica
-	defaultReadOnly bool   // default_transaction_read_only for the session
+	routeMode       string        // meridian.route: auto, primary or replica
+	consistency     string        // meridian.consistency: eventual or bounded
+	maxStaleness    time.Duration // meridian.max_staleness, for bounded reads
+	maxWait         time.Duration // meridian.max_wait: how long a read may wait for a replica to catch up
+	defaultReadOnly bool          // default_transaction_read_only for the session
 	stmts           map[string]*prepStmt
 	unnamed         *prepStmt
 
@@ -70,6 +73,7 @@ type prepStmt struct {
 	paramTypes []byte // Parse's parameter-type section, verbatim
 	internal   string // its name on server connections
 	res        classify.Result
+	local      bool // SET/SHOW meridian.*: answered by the proxy, never prepared on a server
 }
 
 func newClient(p *Proxy, conn net.Conn) *client {
@@ -77,6 +81,7 @@ func newClient(p *Proxy, conn net.Conn) *client {
 	return &client{
 		p: p, conn: conn, rd: newMsgReader(rawConn, 16<<10, p.cfg.MaxMessageSize), wr: bufio.NewWriterSize(rawConn, 16<<10),
 		log: p.log, routeMode: "auto", stmts: map[string]*prepStmt{}, held: map[string]*serverConn{},
+		consistency: p.cfg.DefaultConsistency, maxStaleness: p.cfg.DefaultMaxStaleness, maxWait: p.cfg.ConsistencyMaxWait,
 		pools: map[string]*pool{}, txStatus: 'I',
 	}
 }
@@ -483,7 +488,13 @@ func (c *client) routeFor(res classify.Result) (target, error) {
 	if write {
 		return c.p.primaryTarget(snap)
 	}
-	t, err := c.p.replicaTarget(snap)
+	var t target
+	var err error
+	if c.consistency == consistencyBounded {
+		t, err = c.p.boundedTarget(snap, c.maxStaleness, c.maxWait)
+	} else {
+		t, err = c.p.replicaTarget(snap)
+	}
 	t.read = true
 	return t, err
 }
@@ -799,14 +810,26 @@ func (c *client) setLocal(name, value string) error {
 		}
 		return nil
 	}
+	if err := c.setConsistency(name, value); err != errUnknownSetting {
+		return err
+	}
 	return &pgError{Severity: "ERROR", Code: "42704", Message: fmt.Sprintf("unrecognized configuration parameter %q", name),
-		Hint: "The proxy knows meridian.route."}
+		Hint: "The proxy knows meridian.route, meridian.consistency, meridian.max_staleness and meridian.max_wait."}
 }
+
+// errUnknownSetting says a meridian.* name is not one the proxy knows.
+var errUnknownSetting = errors.New("unknown setting")
 
 func (c *client) showLocal(name string) (string, error) {
 	switch name {
 	case "meridian.route":
 		return c.routeMode, nil
+	case "meridian.consistency":
+		return c.consistency, nil
+	case "meridian.max_staleness":
+		return c.maxStaleness.String(), nil
+	case "meridian.max_wait":
+		return c.maxWait.String(), nil
 	}
 	return "", &pgError{Severity: "ERROR", Code: "42704", Message: fmt.Sprintf("unrecognized configuration parameter %q", name)}
 }
@@ -840,6 +863,13 @@ func deallocateName(sql string) (string, bool) {
 
 // appendShowResult encodes a one-column, one-row result as SHOW returns it.
 func appendShowResult(dst []byte, name, value string) []byte {
+	dst = appendShowRowDescription(dst, name)
+	dst = appendShowDataRow(dst, value)
+	return appendCommandComplete(dst, "SHOW")
+}
+
+// appendShowRowDescription describes SHOW's one text column.
+func appendShowRowDescription(dst []byte, name string) []byte {
 	dst, start := appendMsgHeader(dst, msgRowDescription)
 	dst = binary.BigEndian.AppendUint16(dst, 1)
 	dst = append(dst, name...)
@@ -850,13 +880,16 @@ func appendShowResult(dst []byte, name, value string) []byte {
 	dst = binary.BigEndian.AppendUint16(dst, 0xffff)
 	dst = binary.BigEndian.AppendUint32(dst, 0xffffffff)
 	dst = binary.BigEndian.AppendUint16(dst, 0)
-	dst = finishMsg(dst, start)
-	dst, start = appendMsgHeader(dst, msgDataRow)
+	return finishMsg(dst, start)
+}
+
+// appendShowDataRow is SHOW's one row.
+func appendShowDataRow(dst []byte, value string) []byte {
+	dst, start := appendMsgHeader(dst, msgDataRow)
 	dst = binary.BigEndian.AppendUint16(dst, 1)
 	dst = binary.BigEndian.AppendUint32(dst, uint32(len(value)))
 	dst = append(dst, value...)
-	dst = finishMsg(dst, start)
-	return appendCommandComplete(dst, "SHOW")
+	return finishMsg(dst, start)
 }
 
 // functionCall forwards a FunctionCall message to the primary.

@@ -75,6 +75,14 @@ type Config struct {
 	// MaxReplicaLag takes a replica out of read routing while its sampled lag exceeds it (default 30s;
 	// 0 disables the check).
 	MaxReplicaLag time.Duration `yaml:"max_replica_lag"`
+	// DefaultConsistency is a session's read consistency until it sets meridian.consistency:
+	// eventual (default) or bounded.
+	DefaultConsistency string `yaml:"default_consistency"`
+	// DefaultMaxStaleness is meridian.max_staleness until a session sets it (default 1s).
+	DefaultMaxStaleness time.Duration `yaml:"default_max_staleness"`
+	// ConsistencyMaxWait bounds how long a read waits for a replica to catch up before it goes to the
+	// primary (default 1s; sessions may change it with meridian.max_wait).
+	ConsistencyMaxWait time.Duration `yaml:"consistency_max_wait"`
 }
 
 // DefaultConfig returns the configuration before the file is applied.
@@ -94,6 +102,9 @@ func DefaultConfig() Config {
 		MaxMessageSize:       256 << 20,
 		LagSampleInterval:    100 * time.Millisecond,
 		MaxReplicaLag:        30 * time.Second,
+		DefaultConsistency:   "eventual",
+		DefaultMaxStaleness:  time.Second,
+		ConsistencyMaxWait:   time.Second,
 	}
 }
 
@@ -194,6 +205,19 @@ func (c *Config) Validate() error {
 	}
 	if c.LagSampleInterval < 10*time.Millisecond || c.LagSampleInterval > time.Minute {
 		bad("lag_sample_interval", "must be between 10ms and 1m, got %v", c.LagSampleInterval)
+	}
+	switch c.DefaultConsistency {
+	case "eventual", "bounded":
+	case "session", "global":
+		bad("default_consistency", "%s is not available in this version; use eventual or bounded", c.DefaultConsistency)
+	default:
+		bad("default_consistency", "must be eventual or bounded, got %q", c.DefaultConsistency)
+	}
+	if c.DefaultMaxStaleness < 0 || c.DefaultMaxStaleness > time.Hour {
+		bad("default_max_staleness", "must be between 0 and 1h, got %v", c.DefaultMaxStaleness)
+	}
+	if c.ConsistencyMaxWait < 0 || c.ConsistencyMaxWait > time.Hour {
+		bad("consistency_max_wait", "must be between 0 and 1h, got %v", c.ConsistencyMaxWait)
 	}
 	if c.MaxReplicaLag < 0 {
 		bad("max_replica_lag", "must not be negative (0 disables the check), got %v", c.MaxReplicaLag)

@@ -149,6 +149,9 @@ func (c *client) runBatch() error {
 	if c.deadTxn {
 		return c.deadTxnBatch()
 	}
+	if c.localOnlyBatch() {
+		return c.answerLocalBatch()
+	}
 	res, routable := c.batchResult()
 	if res.Pin != classify.PinNone && c.p.cfg.PoolMode == PoolTransaction && c.pinnedNode == "" {
 		res.Route = classify.RoutePrimary

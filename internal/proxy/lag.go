@@ -27,6 +27,8 @@ type lagMonitor struct {
 
 	mu      sync.Mutex  // guards history
 	history []lsnSample // the primary's positions, oldest first, at most maxLagHistory long
+
+	sampled atomic.Pointer[chan struct{}] // closed (and replaced) after every sample of any node
 }
 
 // maxLagHistory bounds the primary's position history; at 100 ms it covers 10 minutes, beyond which
@@ -57,6 +59,8 @@ type LagState struct {
 
 func newLagMonitor(cfg Config, log *slog.Logger, m *metrics) *lagMonitor {
 	lm := &lagMonitor{cfg: cfg, log: log}
+	ch := make(chan struct{})
+	lm.sampled.Store(&ch)
 	for _, n := range cfg.Nodes {
 		lm.nodes = append(lm.nodes, &lagNode{name: n.Name, address: n.Address,
 			lagSeconds: m.replicaLag.WithLabelValues(n.Name), lagBytes: m.replicaLagBytes.WithLabelValues(n.Name)})
@@ -165,7 +169,17 @@ func (lm *lagMonitor) sample(ctx context.Context, n *lagNode, conn *pgconn.PgCon
 		n.lagBytes.Set(float64(st.LagBytes))
 	}
 	n.state.Store(st)
+	lm.announce()
 	return true
+}
+
+// nextSample returns a channel closed when the next sample of any node is in: readers waiting for a
+// replica to catch up wait on it instead of asking the replica.
+func (lm *lagMonitor) nextSample() <-chan struct{} { return *lm.sampled.Load() }
+
+func (lm *lagMonitor) announce() {
+	ch := make(chan struct{})
+	close(*lm.sampled.Swap(&ch))
 }
 
 func (lm *lagMonitor) recordPrimary(at time.Time, lsn topology.LSN) {

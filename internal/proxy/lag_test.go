@@ -79,3 +79,96 @@ func scrapeGauge(t *testing.T, addr, series string) float64 {
 	v, _ := strconv.ParseFloat(string(m[1]), 64)
 	return v
 }
+
+// TestConsistencyModes: with a replica that applies commits two seconds late, an eventual read right
+// after a write is stale; a bounded read respects its bound (served by the replica while it is within
+// the bound, by the primary after max_wait when it is not, by the replica after waiting when
+// max_wait is long enough); the settings answer SHOW and reject what they cannot do.
+func TestConsistencyModes(t *testing.T) {
+	e := newEnv(t, envOptions{
+		replicaSettings: map[string]string{"recovery_min_apply_delay": "2s"},
+		configure: func(c *proxy.Config) {
+			c.MaxReplicaLag = 0 // keep the lagging replica in routing: the modes decide
+			c.LagSampleInterval = 50 * time.Millisecond
+		},
+	})
+	ctx := pgtest.Context(t, time.Minute)
+	pgtest.Exec(t, e.primary, "CREATE TABLE cm (x int)")
+	if err := pgtest.WaitReplayed(ctx, e.replica, pgtest.CurrentLSN(t, e.primary)); err != nil {
+		t.Fatal(err)
+	}
+	conn := e.connect(t)
+	// read returns the row count and whether a replica answered.
+	read := func() (int, bool) {
+		t.Helper()
+		var n int
+		var rec bool
+		if err := conn.QueryRow(ctx, "SELECT count(*)::int, pg_is_in_recovery() FROM cm").Scan(&n, &rec); err != nil {
+			t.Fatal(err)
+		}
+		return n, rec
+	}
+	set := func(sql string) {
+		t.Helper()
+		if _, err := conn.Exec(ctx, sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	var show string
+	if err := conn.QueryRow(ctx, "SHOW meridian.consistency").Scan(&show); err != nil || show != "eventual" {
+		t.Fatalf("SHOW meridian.consistency = %q, %v; want the default, eventual", show, err)
+	}
+
+	// eventual: stale right after a write.
+	pgtest.Exec(t, e.primary, "INSERT INTO cm VALUES (1)")
+	if n, rec := read(); n != 0 || !rec {
+		t.Errorf("eventual read right after a write: %d rows, on a replica %v; want the stale replica (0 rows)", n, rec)
+	}
+	if err := pgtest.WaitReplayed(ctx, e.replica, pgtest.CurrentLSN(t, e.primary)); err != nil {
+		t.Fatal(err)
+	}
+
+	// bounded, short wait: within the bound the replica answers; beyond it, the primary after max_wait.
+	set("SET meridian.consistency = bounded")
+	set("SET meridian.max_staleness = '500ms'")
+	set("SET meridian.max_wait = 300")
+	wrote := time.Now()
+	pgtest.Exec(t, e.primary, "INSERT INTO cm VALUES (2)")
+	if n, rec := read(); !rec || n != 1 || time.Since(wrote) > 400*time.Millisecond {
+		t.Errorf("bounded read %v after a write: %d rows, on a replica %v; want the replica, stale within the bound", time.Since(wrote), n, rec)
+	}
+	time.Sleep(time.Until(wrote.Add(700 * time.Millisecond)))
+	t0 := time.Now()
+	n, rec := read()
+	if rec || n != 2 {
+		t.Errorf("bounded read with the replica beyond the bound: %d rows, on a replica %v; want the primary", n, rec)
+	}
+	if waited := time.Since(t0); waited < 250*time.Millisecond {
+		t.Errorf("bounded read went to the primary after %v, without waiting max_wait (300ms) for the replica", waited)
+	}
+
+	// bounded, long wait: the read waits for the replica to catch up instead.
+	set("SET meridian.max_wait = '5s'")
+	t0 = time.Now()
+	n, rec = read()
+	if !rec || n != 2 {
+		t.Errorf("bounded read with a long max_wait: %d rows, on a replica %v; want the replica after it caught up", n, rec)
+	}
+	t.Logf("bounded read waited %v for the replica", time.Since(t0).Round(time.Millisecond))
+	if got := scrapeGauge(t, e.proxy.HTTPAddr(), `meridian_proxy_consistency_reads_total{mode="bounded",outcome="replica_after_wait"}`); got < 1 {
+		t.Errorf("replica_after_wait reads = %v", got)
+	}
+	if got := scrapeGauge(t, e.proxy.HTTPAddr(), `meridian_proxy_consistency_reads_total{mode="bounded",outcome="primary_fallback"}`); got < 1 {
+		t.Errorf("primary_fallback reads = %v", got)
+	}
+
+	// Settings: SHOW answers, nonsense and the modes not built yet are errors.
+	if err := conn.QueryRow(ctx, "SHOW meridian.max_staleness").Scan(&show); err != nil || show != "500ms" {
+		t.Errorf("SHOW meridian.max_staleness = %q, %v", show, err)
+	}
+	for _, bad := range []string{"SET meridian.consistency = sometimes", "SET meridian.max_staleness = 'soon'", "SET meridian.consistency = session"} {
+		if _, err := conn.Exec(ctx, bad); err == nil {
+			t.Errorf("%s: no error", bad)
+		}
+	}
+}

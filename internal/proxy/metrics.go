@@ -36,6 +36,8 @@ type metrics struct {
 	nodePrimary         *prometheus.GaugeVec
 	replicaLag          *prometheus.GaugeVec
 	replicaLagBytes     *prometheus.GaugeVec
+	consistencyReads    *prometheus.CounterVec
+	consistencyWait     prometheus.Histogram
 }
 
 func newMetrics(p *Proxy) *metrics {
@@ -83,7 +85,13 @@ func newMetrics(p *Proxy) *metrics {
 		Help: "How long the oldest WAL a replica has not replayed has existed on the primary, as last sampled (lag_sample_interval)."}, []string{"node"})
 	m.replicaLagBytes = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "meridian_proxy_replica_lag_bytes",
 		Help: "WAL the primary had, as last sampled, that a replica had not replayed."}, []string{"node"})
-	reg.MustRegister(queryDuration, m.reads, m.replicaLag, m.replicaLagBytes)
+	m.consistencyReads = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meridian_proxy_consistency_reads_total",
+		Help: "Reads that had a consistency bound to meet, by mode and outcome (replica_immediately, replica_after_wait, primary_fallback)."},
+		[]string{"mode", "outcome"})
+	m.consistencyWait = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "meridian_proxy_consistency_wait_seconds",
+		Help:    "Time reads with a consistency bound spent waiting for a replica before being routed.",
+		Buckets: []float64{0, .001, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}})
+	reg.MustRegister(queryDuration, m.reads, m.replicaLag, m.replicaLagBytes, m.consistencyReads, m.consistencyWait)
 	reg.MustRegister(m.clientsActive, m.clientsWaiting, m.clientsTotal, m.clientsRejected, m.serversOpen,
 		m.serversActive, m.serverConnectErrors, m.queries, m.transactions, m.errors, m.pins, m.poolWait,
 		m.nodeUp, m.nodePrimary, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -97,6 +105,12 @@ func (m *metrics) observeQuery(read bool, d time.Duration) {
 		i = 1
 	}
 	m.queryDuration[i].Observe(d.Seconds())
+}
+
+// observeConsistency records how a read with a consistency bound was routed and how long it waited.
+func (m *metrics) observeConsistency(mode, outcome string, waited time.Duration) {
+	m.consistencyReads.WithLabelValues(mode, outcome).Inc()
+	m.consistencyWait.Observe(waited.Seconds())
 }
 
 // observeSnapshot exports node states.

@@ -244,15 +244,20 @@ func newLabStatusCmd(dirOf func() (string, error)) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if asJSON {
-				return json.NewEncoder(cmd.OutOrStdout()).Encode(st)
-			}
-			st.Render(cmd.OutOrStdout())
-			return nil
+			return printResult(cmd.OutOrStdout(), asJSON, st, st.Render)
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print as JSON")
 	return cmd
+}
+
+// printResult writes v as JSON, or renders it for people.
+func printResult(w io.Writer, asJSON bool, v any, render func(io.Writer)) error {
+	if asJSON {
+		return json.NewEncoder(w).Encode(v)
+	}
+	render(w)
+	return nil
 }
 
 func dialLab(cmd *cobra.Command, dirOf func() (string, error)) (*lab.Client, error) {
@@ -289,11 +294,7 @@ func newLabLoadCmd(dirOf func() (string, error)) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if asJSON {
-				return json.NewEncoder(cmd.OutOrStdout()).Encode(rep)
-			}
-			rep.Render(cmd.OutOrStdout())
-			return nil
+			return printResult(cmd.OutOrStdout(), asJSON, rep, rep.Render)
 		},
 	}
 	cmd.Flags().DurationVar(&cfg.Duration, "duration", 30*time.Second, "how long to run")

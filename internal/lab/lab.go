@@ -169,16 +169,24 @@ func (l *Lab) nodeConfig(r *region, bin pgnode.Binaries) pgnode.Config {
 	}
 }
 
-func (l *Lab) createPrimary(ctx context.Context, bin pgnode.Binaries) error {
-	r := l.regions[l.primary]
+// newNode creates region r's server folder and node (not the server itself).
+func (l *Lab) newNode(r *region, bin pgnode.Binaries) (*pgnode.Node, error) {
 	if err := os.MkdirAll(filepath.Join(l.cfg.Dir, r.name), 0o755); err != nil {
-		return err
+		return nil, err
 	}
 	n, err := pgnode.New(l.nodeConfig(r, bin))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	r.node = n
+	return n, nil
+}
+
+func (l *Lab) createPrimary(ctx context.Context, bin pgnode.Binaries) error {
+	n, err := l.newNode(l.regions[l.primary], bin)
+	if err != nil {
+		return err
+	}
 	if err := n.Init(ctx); err != nil {
 		return err
 	}
@@ -196,14 +204,10 @@ func (l *Lab) createReplicas(ctx context.Context, bin pgnode.Binaries) error {
 		if r.index == l.primary {
 			continue
 		}
-		if err := os.MkdirAll(filepath.Join(l.cfg.Dir, r.name), 0o755); err != nil {
-			return err
-		}
-		n, err := pgnode.New(l.nodeConfig(r, bin))
+		n, err := l.newNode(r, bin)
 		if err != nil {
 			return err
 		}
-		r.node = n
 		wg.Go(func() {
 			if errs[r.index] = n.Clone(ctx, p.node.Endpoint()); errs[r.index] != nil {
 				return

@@ -80,18 +80,10 @@ type RegionLoad struct {
 	RTTToPrimaryMs float64 `json:"rtt_to_primary_ms"` // configured WAN round trip; 0 in the primary's region
 	Reads          int     `json:"reads"`
 	Writes         int     `json:"writes"`
-	ReadsPerSec    float64 `json:"reads_per_sec"`
-	WritesPerSec   float64 `json:"writes_per_sec"`
-	ReadP50Ms      float64 `json:"read_p50_ms"`
-	ReadP99Ms      float64 `json:"read_p99_ms"`
-	WriteP50Ms     float64 `json:"write_p50_ms"`
-	WriteP99Ms     float64 `json:"write_p99_ms"`
-	// LocalReadShare is the share of the run's reads that the proxy served inside the region: from the
-	// region's replica (or, in the primary's region, the primary); null when it served no reads.
-	LocalReadShare *float64 `json:"local_read_share"`
-	ReadErrors     int      `json:"read_errors"`
-	WriteErrors    int      `json:"write_errors"`
-	FirstError     string   `json:"first_error,omitempty"`
+	Traffic                // over the whole run
+	ReadErrors     int     `json:"read_errors"`
+	WriteErrors    int     `json:"write_errors"`
+	FirstError     string  `json:"first_error,omitempty"`
 }
 
 // Load runs the workload against the lab described by st and rtt (the configured round trips, by

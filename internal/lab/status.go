@@ -32,8 +32,14 @@ type RegionStatus struct {
 	Partitioned bool    `json:"partitioned"`
 	Error       string  `json:"error,omitempty"`
 
-	Proxy        string  `json:"proxy"`
-	Metrics      string  `json:"metrics"`
+	Proxy   string `json:"proxy"`
+	Metrics string `json:"metrics"`
+	// Traffic is the proxy's over the last second, except LocalReadShare: since the lab started.
+	Traffic
+}
+
+// Traffic is what a region's clients did: rates, latencies and where reads were served.
+type Traffic struct {
 	ReadsPerSec  float64 `json:"reads_per_sec"`
 	WritesPerSec float64 `json:"writes_per_sec"`
 	ReadP50Ms    float64 `json:"read_p50_ms"`
@@ -41,8 +47,7 @@ type RegionStatus struct {
 	WriteP50Ms   float64 `json:"write_p50_ms"`
 	WriteP99Ms   float64 `json:"write_p99_ms"`
 	// LocalReadShare is the share of reads served inside the region (its replica, or the primary in
-	// the primary's region) since the lab started, from the proxy's meridian_proxy_reads_total; null
-	// before the first read.
+	// the primary's region), from the proxy's meridian_proxy_reads_total; null without reads.
 	LocalReadShare *float64 `json:"local_read_share"`
 }
 

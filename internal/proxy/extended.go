@@ -133,6 +133,15 @@ func (c *client) batchResult() (classify.Result, bool) {
 	return res, routable
 }
 
+// forgetStmt drops a client's prepared statement ("" is the unnamed one).
+func (c *client) forgetStmt(name string) {
+	if name == "" {
+		c.unnamed = nil
+	} else {
+		delete(c.stmts, name)
+	}
+}
+
 func (c *client) lookupStmt(name string) *prepStmt {
 	if name == "" {
 		return c.unnamed
@@ -265,11 +274,7 @@ func (c *client) runBatch() error {
 		case msgClose:
 			if it.kind == 'S' {
 				// The server keeps its copy for other clients; the client's name is forgotten.
-				if it.name == "" {
-					c.unnamed = nil
-				} else {
-					delete(c.stmts, it.name)
-				}
+				c.forgetStmt(it.name)
 				c.steps = append(c.steps, step{kind: stepSynthClose})
 				continue
 			}

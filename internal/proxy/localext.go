@@ -136,11 +136,7 @@ func (c *client) answerLocalBatch() error {
 			out = appendCommandComplete(out, tag)
 		case msgClose:
 			if it.kind == 'S' {
-				if it.name == "" {
-					c.unnamed = nil
-				} else {
-					delete(c.stmts, it.name)
-				}
+				c.forgetStmt(it.name)
 			}
 			out = append(out, rawCloseComplete...)
 		case msgSync:

@@ -59,7 +59,7 @@ func (r *rawIO) Read(p []byte) (int, error) {
 	case err != nil:
 		return 0, err
 	case errno != 0:
-		return 0, &net.OpError{Op: "read", Net: "tcp", Source: r.conn.LocalAddr(), Addr: r.conn.RemoteAddr(), Err: os.NewSyscallError("read", errno)}
+		return 0, r.opError("read", errno)
 	case n == 0:
 		return 0, io.EOF
 	}
@@ -91,7 +91,7 @@ func (r *rawIO) Write(p []byte) (int, error) {
 	case err != nil:
 		return n, err
 	case errno != 0:
-		return n, &net.OpError{Op: "write", Net: "tcp", Source: r.conn.LocalAddr(), Addr: r.conn.RemoteAddr(), Err: os.NewSyscallError("write", errno)}
+		return n, r.opError("write", errno)
 	}
 	return n, nil
 }
@@ -113,4 +113,9 @@ func (r *rawIO) writeAll(fd uintptr) bool {
 		}
 	}
 	return true
+}
+
+// opError wraps a failed system call as net.Conn would.
+func (r *rawIO) opError(op string, errno syscall.Errno) error {
+	return &net.OpError{Op: op, Net: "tcp", Source: r.conn.LocalAddr(), Addr: r.conn.RemoteAddr(), Err: os.NewSyscallError(op, errno)}
 }

@@ -60,20 +60,22 @@ func (n *Node) Connect(ctx context.Context, database string) (*pgx.Conn, error) 
 }
 
 // statusQuery reads everything in one round trip. Functions that fail during recovery are guarded by
-// CASE, which PostgreSQL evaluates lazily for volatile functions.
+// CASE, which PostgreSQL evaluates lazily for volatile functions. The replay position is read before
+// the receive position (r is scanned before the lateral v, which refers to it): WAL received and
+// replayed between two reads in the other order would show replay beyond receive.
 const statusQuery = `
 SELECT r.rec,
        CASE WHEN r.rec THEN NULL ELSE pg_current_wal_lsn()::text END,
-       pg_last_wal_receive_lsn()::text,
-       pg_last_wal_replay_lsn()::text,
-       CASE WHEN NOT r.rec OR pg_last_wal_receive_lsn() IS NULL
-                 OR pg_last_wal_replay_lsn() >= pg_last_wal_receive_lsn() THEN 0
+       v.recv::text,
+       r.replay::text,
+       CASE WHEN NOT r.rec OR v.recv IS NULL OR r.replay >= v.recv THEN 0
             ELSE COALESCE(extract(epoch FROM now() - pg_last_xact_replay_timestamp()), 0) END::float8,
        CASE WHEN r.rec THEN COALESCE(w.received_tli, (pg_control_checkpoint()).timeline_id)
             ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END,
        COALESCE(w.status = 'streaming', false),
        COALESCE(w.sender_host || ':' || w.sender_port, '')
-FROM (SELECT pg_is_in_recovery() AS rec) r
+FROM (SELECT pg_is_in_recovery() AS rec, pg_last_wal_replay_lsn() AS replay) r
+CROSS JOIN LATERAL (SELECT pg_last_wal_receive_lsn() AS recv, r.replay AS after_replay) v
 LEFT JOIN pg_stat_wal_receiver w ON true`
 
 const replicasQuery = `

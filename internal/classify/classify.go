@@ -179,6 +179,10 @@ type Result struct {
 	// session's server-side prepared statements (and, for DISCARD ALL, the
 	// rest of its state).
 	Discard bool
+	// CopyIn is set when the text runs COPY ... FROM STDIN: the server then
+	// reads CopyData from the client, and nothing else may be sent to it
+	// until the copy ends.
+	CopyIn bool
 	// Hint is the route asked for by a /* meridian:primary */ or
 	// /* meridian:replica */ comment (RouteNone without one). A primary hint
 	// sends a read to the primary; a replica hint never moves a statement

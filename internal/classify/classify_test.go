@@ -106,7 +106,7 @@ var classifyCases = []classifyCase{
 	{name: "update cte nested", sql: "WITH a AS (SELECT 1), u AS (UPDATE t SET x = 1 RETURNING x) SELECT * FROM a, u", want: primary("UPDATE")},
 	{name: "select into", sql: "SELECT * INTO t2 FROM t", want: primary("SELECT INTO")},
 	{name: "select into temp", sql: "SELECT * INTO TEMP t2 FROM t", want: with(primary("temp table"), func(r *Result) { r.Pin = PinTempTable })},
-	{name: "copy from stdin", sql: "COPY t FROM STDIN", want: primary("COPY FROM")},
+	{name: "copy from stdin", sql: "COPY t FROM STDIN", want: with(primary("COPY FROM"), func(r *Result) { r.CopyIn = true })},
 	{name: "copy from file", sql: "COPY t (a, b) FROM '/tmp/t.csv' WITH (FORMAT csv)", want: primary("COPY FROM")},
 	{name: "copy to file", sql: "COPY t TO '/tmp/t.csv'", want: primary("COPY TO file")},
 	{name: "copy to program", sql: "COPY t TO PROGRAM 'gzip > /tmp/t.gz'", want: primary("COPY TO PROGRAM")},

@@ -51,6 +51,7 @@ func classifySlow(sql string, fs *funcSet) Result {
 		r.Pin |= s.pin
 		r.Sets = append(r.Sets, s.sets...)
 		r.Discard = r.Discard || s.discard
+		r.CopyIn = r.CopyIn || s.copyIn
 	}
 	// A transaction-control statement among others: the proxy cannot split
 	// the text, so it goes to the primary whole.
@@ -90,6 +91,7 @@ type stmtClassifier struct {
 	pin     Pin
 	sets    []SetOp
 	discard bool
+	copyIn  bool
 }
 
 // need records that the statement needs the primary; the first reason
@@ -147,6 +149,7 @@ func (s *stmtClassifier) statement(n *pg_query.Node) {
 		switch {
 		case c.IsFrom:
 			s.need("COPY FROM")
+			s.copyIn = c.Filename == "" && !c.IsProgram
 		case c.IsProgram:
 			s.need("COPY TO PROGRAM")
 		case c.Filename != "":

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/meridiandb/meridian/internal/classify"
+	"github.com/meridiandb/meridian/internal/topology"
 )
 
 // client is one client connection and its session state. Its fields are owned by the client's
@@ -36,8 +37,11 @@ type client struct {
 	pending  []classify.SetOp // SETs inside the current transaction (applied at COMMIT)
 	stateKey uint64           // hash of startup+sets; equal keys mean equal session state
 
-	routeMode       string        // meridian.route: auto, primary or replica
-	consistency     string        // meridian.consistency: eventual or bounded
+	routeMode       string          // meridian.route: auto, primary or replica
+	defaults        SessionDefaults // consistency settings before SET (config, by user and database)
+	consistency     string          // meridian.consistency: eventual, bounded, session or global
+	commitLSN       topology.LSN    // meridian.commit_lsn: where the session's last write commit ended
+	minLSN          topology.LSN    // meridian.min_lsn: reads wait for replicas to replay this far
 	maxStaleness    time.Duration // meridian.max_staleness, for bounded reads
 	maxWait         time.Duration // meridian.max_wait: how long a read may wait for a replica to catch up
 	defaultReadOnly bool          // default_transaction_read_only for the session
@@ -81,9 +85,14 @@ func newClient(p *Proxy, conn net.Conn) *client {
 	return &client{
 		p: p, conn: conn, rd: newMsgReader(rawConn, 16<<10, p.cfg.MaxMessageSize), wr: bufio.NewWriterSize(rawConn, 16<<10),
 		log: p.log, routeMode: "auto", stmts: map[string]*prepStmt{}, held: map[string]*serverConn{},
-		consistency: p.cfg.DefaultConsistency, maxStaleness: p.cfg.DefaultMaxStaleness, maxWait: p.cfg.ConsistencyMaxWait,
 		pools: map[string]*pool{}, txStatus: 'I',
 	}
+}
+
+// setDefaults applies the consistency defaults of the session's user and database.
+func (c *client) setDefaults(d SessionDefaults) {
+	c.defaults = d
+	c.consistency, c.maxStaleness, c.maxWait = d.Consistency, d.MaxStaleness, d.MaxWait
 }
 
 func (p *Proxy) serveClient(conn net.Conn) {
@@ -103,6 +112,7 @@ func (p *Proxy) serveClient(conn net.Conn) {
 		return
 	}
 	c.user, c.database = st.user, st.database
+	c.setDefaults(p.cfg.SessionDefaults(st.user, st.database))
 	c.log = c.log.With("user", st.user, "database", st.database)
 	if n := p.nclients.Add(1); n > int64(p.cfg.MaxClientConn) {
 		p.nclients.Add(-1)
@@ -127,6 +137,8 @@ func (p *Proxy) serveClient(conn net.Conn) {
 			c.defaultReadOnly = isOn(o.value)
 		}
 	}
+	// As in PostgreSQL, RESET returns to the values the session started with, options included.
+	c.defaults = SessionDefaults{Consistency: c.consistency, MaxStaleness: c.maxStaleness, MaxWait: c.maxWait}
 	c.recomputeKey()
 	p.register(c)
 	defer p.unregister(c)
@@ -488,13 +500,7 @@ func (c *client) routeFor(res classify.Result) (target, error) {
 	if write {
 		return c.p.primaryTarget(snap)
 	}
-	var t target
-	var err error
-	if c.consistency == consistencyBounded {
-		t, err = c.p.boundedTarget(snap, c.maxStaleness, c.maxWait)
-	} else {
-		t, err = c.p.replicaTarget(snap)
-	}
+	t, err := c.readTarget(snap)
 	t.read = true
 	return t, err
 }
@@ -560,6 +566,9 @@ func (c *client) simpleQuery(msg []byte) error {
 			c.countQuery(t)
 			if _, err := sc.wr.Write(msg); err != nil {
 				return c.afterServerError(c.serverLost(sc, err))
+			}
+			if c.tracksCommit(sc, res) {
+				c.askCommitLSN(sc)
 			}
 			return c.execute(sc, res)
 		}
@@ -814,7 +823,7 @@ func (c *client) setLocal(name, value string) error {
 		return err
 	}
 	return &pgError{Severity: "ERROR", Code: "42704", Message: fmt.Sprintf("unrecognized configuration parameter %q", name),
-		Hint: "The proxy knows meridian.route, meridian.consistency, meridian.max_staleness and meridian.max_wait."}
+		Hint: "The proxy knows meridian.route, meridian.consistency, meridian.max_staleness, meridian.max_wait, meridian.min_lsn and meridian.commit_lsn (read only)."}
 }
 
 // errUnknownSetting says a meridian.* name is not one the proxy knows.
@@ -830,6 +839,10 @@ func (c *client) showLocal(name string) (string, error) {
 		return c.maxStaleness.String(), nil
 	case "meridian.max_wait":
 		return c.maxWait.String(), nil
+	case "meridian.commit_lsn":
+		return c.commitLSN.String(), nil
+	case "meridian.min_lsn":
+		return c.minLSN.String(), nil
 	}
 	return "", &pgError{Severity: "ERROR", Code: "42704", Message: fmt.Sprintf("unrecognized configuration parameter %q", name)}
 }

@@ -76,13 +76,53 @@ type Config struct {
 	// 0 disables the check).
 	MaxReplicaLag time.Duration `yaml:"max_replica_lag"`
 	// DefaultConsistency is a session's read consistency until it sets meridian.consistency:
-	// eventual (default) or bounded.
+	// session (default), eventual, bounded or global.
 	DefaultConsistency string `yaml:"default_consistency"`
 	// DefaultMaxStaleness is meridian.max_staleness until a session sets it (default 1s).
 	DefaultMaxStaleness time.Duration `yaml:"default_max_staleness"`
 	// ConsistencyMaxWait bounds how long a read waits for a replica to catch up before it goes to the
 	// primary (default 1s; sessions may change it with meridian.max_wait).
 	ConsistencyMaxWait time.Duration `yaml:"consistency_max_wait"`
+	// ConsistencyOverrides set other defaults for some users or databases: the first entry whose
+	// user and database match (an empty one matches any) applies.
+	ConsistencyOverrides []ConsistencyOverride `yaml:"consistency_overrides"`
+}
+
+// ConsistencyOverride is a per-user or per-database default for the read consistency settings.
+type ConsistencyOverride struct {
+	User         string         `yaml:"user"`
+	Database     string         `yaml:"database"`
+	Consistency  string         `yaml:"consistency"`   // empty: default_consistency
+	MaxStaleness *time.Duration `yaml:"max_staleness"` // nil: default_max_staleness
+	MaxWait      *time.Duration `yaml:"max_wait"`      // nil: consistency_max_wait
+}
+
+// SessionDefaults are a session's read consistency settings before it changes them.
+type SessionDefaults struct {
+	Consistency  string
+	MaxStaleness time.Duration
+	MaxWait      time.Duration
+}
+
+// SessionDefaults returns the consistency defaults of a (user, database) session.
+func (c *Config) SessionDefaults(user, database string) SessionDefaults {
+	d := SessionDefaults{Consistency: c.DefaultConsistency, MaxStaleness: c.DefaultMaxStaleness, MaxWait: c.ConsistencyMaxWait}
+	for _, o := range c.ConsistencyOverrides {
+		if (o.User != "" && o.User != user) || (o.Database != "" && o.Database != database) {
+			continue
+		}
+		if o.Consistency != "" {
+			d.Consistency = o.Consistency
+		}
+		if o.MaxStaleness != nil {
+			d.MaxStaleness = *o.MaxStaleness
+		}
+		if o.MaxWait != nil {
+			d.MaxWait = *o.MaxWait
+		}
+		break
+	}
+	return d
 }
 
 // DefaultConfig returns the configuration before the file is applied.
@@ -102,7 +142,7 @@ func DefaultConfig() Config {
 		MaxMessageSize:       256 << 20,
 		LagSampleInterval:    100 * time.Millisecond,
 		MaxReplicaLag:        30 * time.Second,
-		DefaultConsistency:   "eventual",
+		DefaultConsistency:   "session",
 		DefaultMaxStaleness:  time.Second,
 		ConsistencyMaxWait:   time.Second,
 	}
@@ -206,18 +246,30 @@ func (c *Config) Validate() error {
 	if c.LagSampleInterval < 10*time.Millisecond || c.LagSampleInterval > time.Minute {
 		bad("lag_sample_interval", "must be between 10ms and 1m, got %v", c.LagSampleInterval)
 	}
-	switch c.DefaultConsistency {
-	case "eventual", "bounded":
-	case "session", "global":
-		bad("default_consistency", "%s is not available in this version; use eventual or bounded", c.DefaultConsistency)
-	default:
-		bad("default_consistency", "must be eventual or bounded, got %q", c.DefaultConsistency)
+	if !validConsistency(c.DefaultConsistency) {
+		bad("default_consistency", "must be eventual, bounded, session or global, got %q", c.DefaultConsistency)
 	}
-	if c.DefaultMaxStaleness < 0 || c.DefaultMaxStaleness > time.Hour {
-		bad("default_max_staleness", "must be between 0 and 1h, got %v", c.DefaultMaxStaleness)
+	waitBound := func(key string, d time.Duration) {
+		if d < 0 || d > time.Hour {
+			bad(key, "must be between 0 and 1h, got %v", d)
+		}
 	}
-	if c.ConsistencyMaxWait < 0 || c.ConsistencyMaxWait > time.Hour {
-		bad("consistency_max_wait", "must be between 0 and 1h, got %v", c.ConsistencyMaxWait)
+	waitBound("default_max_staleness", c.DefaultMaxStaleness)
+	waitBound("consistency_max_wait", c.ConsistencyMaxWait)
+	for i, o := range c.ConsistencyOverrides {
+		key := fmt.Sprintf("consistency_overrides[%d]", i)
+		if o.User == "" && o.Database == "" {
+			bad(key, "needs a user, a database or both (default_consistency covers everyone)")
+		}
+		if o.Consistency != "" && !validConsistency(o.Consistency) {
+			bad(key+".consistency", "must be eventual, bounded, session or global, got %q", o.Consistency)
+		}
+		if o.MaxStaleness != nil {
+			waitBound(key+".max_staleness", *o.MaxStaleness)
+		}
+		if o.MaxWait != nil {
+			waitBound(key+".max_wait", *o.MaxWait)
+		}
 	}
 	if c.MaxReplicaLag < 0 {
 		bad("max_replica_lag", "must not be negative (0 disables the check), got %v", c.MaxReplicaLag)

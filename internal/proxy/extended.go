@@ -303,6 +303,9 @@ func (c *client) runBatch() error {
 	if t.route != "" {
 		c.countQuery(t)
 	}
+	if c.items[len(c.items)-1].typ == msgSync && c.tracksCommit(sc, res) {
+		c.askCommitLSN(sc)
+	}
 	return c.execute(sc, res)
 }
 

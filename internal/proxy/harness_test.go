@@ -69,6 +69,12 @@ func newEnv(t *testing.T, o envOptions) *env {
 	if o.configure != nil {
 		o.configure(&cfg)
 	}
+	return &env{cluster: c, primary: c.Primary, replica: replica, proxy: startProxy(t, cfg), cfg: cfg}
+}
+
+// startProxy starts a proxy with cfg and waits until it can route reads and writes.
+func startProxy(t *testing.T, cfg proxy.Config) *proxy.Proxy {
+	t.Helper()
 	p, err := proxy.New(cfg, slog.New(slog.NewTextHandler(testLog{t}, &slog.HandlerOptions{Level: slog.LevelInfo})))
 	if err != nil {
 		t.Fatal(err)
@@ -77,10 +83,18 @@ func newEnv(t *testing.T, o envOptions) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { p.Close() })
-	if err := p.WaitReady(ctx); err != nil {
+	if err := p.WaitReady(pgtest.Context(t, time.Minute)); err != nil {
 		t.Fatal(err)
 	}
-	return &env{cluster: c, primary: c.Primary, replica: replica, proxy: p, cfg: cfg}
+	return p
+}
+
+// secondProxy starts another proxy over the same servers (another application instance's).
+func (e *env) secondProxy(t *testing.T) *env {
+	t.Helper()
+	o := *e
+	o.proxy = startProxy(t, e.cfg)
+	return &o
 }
 
 // newLink starts a WAN link to target and returns its endpoint.

@@ -44,6 +44,7 @@ type lsnSample struct {
 type lagNode struct {
 	name, address string
 	state         atomic.Pointer[LagState]
+	hurried       chan struct{} // a read waits for this replica to reach a position: sample now
 	lagSeconds    prometheus.Gauge
 	lagBytes      prometheus.Gauge
 }
@@ -62,7 +63,7 @@ func newLagMonitor(cfg Config, log *slog.Logger, m *metrics) *lagMonitor {
 	ch := make(chan struct{})
 	lm.sampled.Store(&ch)
 	for _, n := range cfg.Nodes {
-		lm.nodes = append(lm.nodes, &lagNode{name: n.Name, address: n.Address,
+		lm.nodes = append(lm.nodes, &lagNode{name: n.Name, address: n.Address, hurried: make(chan struct{}, 1),
 			lagSeconds: m.replicaLag.WithLabelValues(n.Name), lagBytes: m.replicaLagBytes.WithLabelValues(n.Name)})
 	}
 	return lm
@@ -110,11 +111,13 @@ func (lm *lagMonitor) sampleLoop(ctx context.Context, n *lagNode) {
 	}()
 	t := time.NewTicker(lm.cfg.LagSampleInterval)
 	defer t.Stop()
+	var last time.Time
 	for {
 		if conn == nil || conn.IsClosed() {
 			conn = lm.dial(ctx, n)
 		}
 		if conn != nil {
+			last = time.Now()
 			if !lm.sample(ctx, n, conn) {
 				conn.Close(context.Background())
 				conn = nil
@@ -124,6 +127,29 @@ func (lm *lagMonitor) sampleLoop(ctx context.Context, n *lagNode) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-n.hurried:
+			// Reads are waiting for this replica: sample again at once, at most every
+			// hurriedSampleGap however many reads wait.
+			if d := hurriedSampleGap - time.Since(last); d > 0 {
+				time.Sleep(d)
+			}
+		}
+	}
+}
+
+// hurriedSampleGap is the shortest time between two samples of a node while reads wait for it.
+const hurriedSampleGap = time.Millisecond
+
+// hurry asks every replica's sampler for a sample now (reads wait for a position the last samples do
+// not show). Requests made while one is pending are merged.
+func (lm *lagMonitor) hurry() {
+	for _, n := range lm.nodes {
+		if st := n.state.Load(); st != nil && st.Primary {
+			continue
+		}
+		select {
+		case n.hurried <- struct{}{}:
+		default:
 		}
 	}
 }

@@ -83,7 +83,7 @@ func scrapeGauge(t *testing.T, addr, series string) float64 {
 // TestConsistencyModes: with a replica that applies commits two seconds late, an eventual read right
 // after a write is stale; a bounded read respects its bound (served by the replica while it is within
 // the bound, by the primary after max_wait when it is not, by the replica after waiting when
-// max_wait is long enough); the settings answer SHOW and reject what they cannot do.
+// max_wait is long enough); the settings answer SHOW and reject nonsense.
 func TestConsistencyModes(t *testing.T) {
 	e := newEnv(t, envOptions{
 		replicaSettings: map[string]string{"recovery_min_apply_delay": "2s"},
@@ -115,11 +115,12 @@ func TestConsistencyModes(t *testing.T) {
 		}
 	}
 	var show string
-	if err := conn.QueryRow(ctx, "SHOW meridian.consistency").Scan(&show); err != nil || show != "eventual" {
-		t.Fatalf("SHOW meridian.consistency = %q, %v; want the default, eventual", show, err)
+	if err := conn.QueryRow(ctx, "SHOW meridian.consistency").Scan(&show); err != nil || show != "session" {
+		t.Fatalf("SHOW meridian.consistency = %q, %v; want the default, session", show, err)
 	}
 
 	// eventual: stale right after a write.
+	set("SET meridian.consistency = eventual")
 	pgtest.Exec(t, e.primary, "INSERT INTO cm VALUES (1)")
 	if n, rec := read(); n != 0 || !rec {
 		t.Errorf("eventual read right after a write: %d rows, on a replica %v; want the stale replica (0 rows)", n, rec)
@@ -162,11 +163,12 @@ func TestConsistencyModes(t *testing.T) {
 		t.Errorf("primary_fallback reads = %v", got)
 	}
 
-	// Settings: SHOW answers, nonsense and the modes not built yet are errors.
+	// Settings: SHOW answers, nonsense is an error.
 	if err := conn.QueryRow(ctx, "SHOW meridian.max_staleness").Scan(&show); err != nil || show != "500ms" {
 		t.Errorf("SHOW meridian.max_staleness = %q, %v", show, err)
 	}
-	for _, bad := range []string{"SET meridian.consistency = sometimes", "SET meridian.max_staleness = 'soon'", "SET meridian.consistency = session"} {
+	for _, bad := range []string{"SET meridian.consistency = sometimes", "SET meridian.max_staleness = 'soon'",
+		"SET meridian.min_lsn = 'yesterday'", "SET meridian.commit_lsn = '0/1'"} {
 		if _, err := conn.Exec(ctx, bad); err == nil {
 			t.Errorf("%s: no error", bad)
 		}

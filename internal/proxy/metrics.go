@@ -38,6 +38,7 @@ type metrics struct {
 	replicaLagBytes     *prometheus.GaugeVec
 	consistencyReads    *prometheus.CounterVec
 	consistencyWait     prometheus.Histogram
+	consistencyBound    map[[2]string]prometheus.Counter // read-only after newMetrics
 }
 
 func newMetrics(p *Proxy) *metrics {
@@ -86,11 +87,17 @@ func newMetrics(p *Proxy) *metrics {
 	m.replicaLagBytes = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "meridian_proxy_replica_lag_bytes",
 		Help: "WAL the primary had, as last sampled, that a replica had not replayed."}, []string{"node"})
 	m.consistencyReads = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meridian_proxy_consistency_reads_total",
-		Help: "Reads that had a consistency bound to meet, by mode and outcome (replica_immediately, replica_after_wait, primary_fallback)."},
+		Help: "Reads in the bounded, session and global modes, by mode and outcome (replica_immediately, replica_after_wait, primary_fallback)."},
 		[]string{"mode", "outcome"})
 	m.consistencyWait = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "meridian_proxy_consistency_wait_seconds",
-		Help:    "Time reads with a consistency bound spent waiting for a replica before being routed.",
+		Help:    "Time reads with a consistency condition (staleness bound or WAL position) spent waiting for a replica before being routed.",
 		Buckets: []float64{0, .001, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}})
+	m.consistencyBound = map[[2]string]prometheus.Counter{}
+	for _, mode := range []string{consistencyBounded, consistencySession, consistencyGlobal} {
+		for _, outcome := range []string{outcomeImmediate, outcomeAfterWait, outcomePrimary} {
+			m.consistencyBound[[2]string{mode, outcome}] = m.consistencyReads.WithLabelValues(mode, outcome)
+		}
+	}
 	reg.MustRegister(queryDuration, m.reads, m.replicaLag, m.replicaLagBytes, m.consistencyReads, m.consistencyWait)
 	reg.MustRegister(m.clientsActive, m.clientsWaiting, m.clientsTotal, m.clientsRejected, m.serversOpen,
 		m.serversActive, m.serverConnectErrors, m.queries, m.transactions, m.errors, m.pins, m.poolWait,
@@ -107,9 +114,24 @@ func (m *metrics) observeQuery(read bool, d time.Duration) {
 	m.queryDuration[i].Observe(d.Seconds())
 }
 
+// countConsistency records a read of a consistency mode that had no condition to meet (session mode
+// before the session's first write): routed at once, without waiting.
+func (m *metrics) countConsistency(mode, outcome string) {
+	m.consistencyCounter(mode, outcome).Inc()
+}
+
+// consistencyCounter returns the counter of a mode and outcome, bound once (reads in session mode,
+// the default, count on every statement).
+func (m *metrics) consistencyCounter(mode, outcome string) prometheus.Counter {
+	if c, ok := m.consistencyBound[[2]string{mode, outcome}]; ok {
+		return c
+	}
+	return m.consistencyReads.WithLabelValues(mode, outcome)
+}
+
 // observeConsistency records how a read with a consistency bound was routed and how long it waited.
 func (m *metrics) observeConsistency(mode, outcome string, waited time.Duration) {
-	m.consistencyReads.WithLabelValues(mode, outcome).Inc()
+	m.consistencyCounter(mode, outcome).Inc()
 	m.consistencyWait.Observe(waited.Seconds())
 }
 

@@ -25,6 +25,7 @@ type Proxy struct {
 	log        *slog.Logger
 	disc       *poller
 	lag        *lagMonitor
+	global     *globalPosition // the primary's WAL position for reads in global mode
 	classifier *classify.Classifier
 	metrics    *metrics
 
@@ -64,6 +65,7 @@ func New(cfg Config, log *slog.Logger) (*Proxy, error) {
 	p.disc.onWriteFunctions = p.classifier.SetWriteFunctions
 	p.disc.onNodeDown = p.abortNode
 	p.lag = newLagMonitor(cfg, log.With("component", "lag"), p.metrics)
+	p.global = &globalPosition{p: p}
 	return p, nil
 }
 
@@ -170,6 +172,7 @@ func (p *Proxy) Close() error {
 		p.mu.Unlock()
 		p.cancel()
 		p.wg.Wait()
+		p.global.close()
 		p.mu.Lock()
 		pools := p.pools
 		p.mu.Unlock()

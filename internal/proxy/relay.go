@@ -1,10 +1,14 @@
 package proxy
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 
 	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/meridiandb/meridian/internal/classify"
+	"github.com/meridiandb/meridian/internal/topology"
 )
 
 // stepKind says what the proxy expects back from the server for one message it sent (or what it
@@ -24,6 +28,7 @@ const (
 	stepSynthParse                   // answer ParseComplete without the server
 	stepSynthClose                   // answer CloseComplete without the server
 	stepSynthError                   // answer an error without the server (the server is skipped to Sync too)
+	stepCommitLSN                    // the commit position query pipelined behind a write: read it, swallow the rest
 )
 
 type step struct {
@@ -47,8 +52,29 @@ func (c *client) relay(sc *serverConn) (relayResult, error) {
 	var res relayResult
 	steps := c.steps
 	skipToSync := false
+	var commitLSN topology.LSN // the answer of a stepCommitLSN
 	for i := 0; i < len(steps); {
 		st := steps[i]
+		if st.kind == stepCommitLSN {
+			// The client's ReadyForQuery is held until the position is in, so that the client
+			// has the new meridian.commit_lsn when its statement returns.
+			typ, msg, err := sc.rd.next()
+			if err != nil {
+				sc.broken = true // the statement itself is done: the client is told nothing went wrong
+				c.finishCommit(res.status, 0)
+				return res, nil
+			}
+			switch typ {
+			case msgDataRow:
+				commitLSN = parseLSNRow(msg)
+			case msgParamStatus:
+				_, _ = c.wr.Write(msg)
+			case msgReadyForQuery:
+				c.finishCommit(res.status, commitLSN)
+				i++
+			}
+			continue
+		}
 		if skipToSync && st.kind != stepSync && st.kind != stepQuery {
 			if st.kind == stepParse || st.kind == stepSwallowParse {
 				delete(sc.prepared, st.name) // the server skipped it: not prepared after all
@@ -116,10 +142,13 @@ func (c *client) relay(sc *serverConn) (relayResult, error) {
 				i++
 				continue
 			}
-			_, _ = c.wr.Write(msg)
 			res.rfq, res.status = true, msg[5]
 			skipToSync = false
 			i++
+			if i < len(steps) && steps[i].kind == stepCommitLSN {
+				continue // written by finishCommit
+			}
+			_, _ = c.wr.Write(msg)
 			continue
 		case msgCopyIn:
 			_, _ = c.wr.Write(msg)
@@ -143,6 +172,57 @@ func (c *client) relay(sc *serverConn) (relayResult, error) {
 		}
 	}
 	return res, nil
+}
+
+// tracksCommit reports whether the statements about to be sent to sc may commit a write whose WAL
+// position the session needs (session consistency): then the position query is pipelined behind them.
+func (c *client) tracksCommit(sc *serverConn, res classify.Result) bool {
+	if c.consistency != consistencySession || res.CopyIn || res.Route != classify.RoutePrimary ||
+		c.p.disc.Current().Primary != sc.pool.key.node {
+		return false
+	}
+	switch {
+	case res.Txn == classify.TxnCommit, res.Statements > 1:
+		return true
+	case c.txStatus != 'I':
+		return false // inside a transaction: its COMMIT will tell
+	}
+	return res.Txn != classify.TxnBegin
+}
+
+// askCommitLSN pipelines the position query behind what was written to sc.
+func (c *client) askCommitLSN(sc *serverConn) {
+	c.write(sc, encodeQuery(c.out[:0], commitLSNQuery))
+	c.steps = append(c.steps, step{kind: stepCommitLSN})
+}
+
+// finishCommit ends a statement whose commit position was asked for: when the session is out of a
+// transaction the position is its new read floor, reported as ParameterStatus meridian.commit_lsn,
+// then the held ReadyForQuery goes out.
+func (c *client) finishCommit(status byte, insert topology.LSN) {
+	if status == 'I' && insert.Valid() {
+		if lsn := floorOf(insert); lsn > c.commitLSN {
+			c.commitLSN = lsn
+			_, _ = c.wr.Write(appendParameterStatus(c.out[:0], "meridian.commit_lsn", lsn.String()))
+		}
+	}
+	_, _ = c.wr.Write(appendReadyForQuery(c.out[:0], status))
+}
+
+// parseLSNRow reads a one-column DataRow holding a pg_lsn as text; 0 if it does not.
+func parseLSNRow(msg []byte) topology.LSN {
+	if len(msg) < 11 || binary.BigEndian.Uint16(msg[5:]) != 1 {
+		return 0
+	}
+	n := int32(binary.BigEndian.Uint32(msg[7:]))
+	if n < 0 || int(n) != len(msg)-11 {
+		return 0
+	}
+	lsn, err := topology.ParseLSN(string(msg[11:]))
+	if err != nil {
+		return 0
+	}
+	return lsn
 }
 
 // writeSynth answers a step the proxy handles without the server; it reports whether that answer was

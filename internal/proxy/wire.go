@@ -185,3 +185,12 @@ func appendMessage(dst []byte, m pgproto3.BackendMessage) []byte {
 	}
 	return out
 }
+
+func appendParameterStatus(dst []byte, name, value string) []byte {
+	dst, start := appendMsgHeader(dst, msgParamStatus)
+	dst = append(dst, name...)
+	dst = append(dst, 0)
+	dst = append(dst, value...)
+	dst = append(dst, 0)
+	return finishMsg(dst, start)
+}

@@ -37,7 +37,7 @@ func newLabCmd() *cobra.Command {
 		}
 		return d, nil
 	}
-	cmd.AddCommand(newLabUpCmd(dirOf), newLabStatusCmd(dirOf), newLabLoadCmd(dirOf), newLabLatencyCmd(dirOf),
+	cmd.AddCommand(newLabUpCmd(dirOf), newLabStatusCmd(dirOf), newLabLoadCmd(dirOf), newLabRYWCmd(dirOf), newLabLatencyCmd(dirOf),
 		newLabPartitionCmd(dirOf), newLabHealCmd(dirOf), newLabPsqlCmd(dirOf), newLabDownCmd(dirOf))
 	return cmd
 }
@@ -301,6 +301,47 @@ func newLabLoadCmd(dirOf func() (string, error)) *cobra.Command {
 	cmd.Flags().IntVar(&cfg.ClientsPerRegion, "clients-per-region", 8, "connections per region, one statement at a time each")
 	cmd.Flags().Float64Var(&cfg.WriteRatio, "write-ratio", 0.2, "share of statements that are writes (0 to 1)")
 	cmd.Flags().Float64Var(&cfg.Rate, "rate", lab.DefaultRate, "statements per second per region (spread over its clients); -1: as fast as they can")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the report as JSON")
+	return cmd
+}
+
+func newLabRYWCmd(dirOf func() (string, error)) *cobra.Command {
+	var cfg lab.RYWConfig
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:     "read-your-writes",
+		Aliases: []string{"ryw"},
+		Short:   "Benchmark read-your-writes: clients insert a row and read it back at once, half in session and half in eventual consistency",
+		Long: `Every region's clients insert an order and immediately read it back through their region's proxy,
+half of them in session consistency (the default) and half in eventual, at the same time. The report
+shows, per region and mode, write and read latency, how many reads saw the write, how many a replica
+answered, and how long session reads waited in the proxy for the replica to catch up.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := cfg.Validate(); err != nil {
+				return usageError{err}
+			}
+			c, err := dialLab(cmd, dirOf)
+			if err != nil {
+				return err
+			}
+			st, err := c.Status(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if !asJSON {
+				fmt.Fprintf(cmd.OutOrStdout(), "Running %v of write-then-read through %d proxies...\n", cfg.Duration, len(st.Regions))
+			}
+			rep, err := lab.ReadYourWrites(cmd.Context(), c.State, st.Links, cfg)
+			if err != nil {
+				return err
+			}
+			return printResult(cmd.OutOrStdout(), asJSON, rep, rep.Render)
+		},
+	}
+	cmd.Flags().DurationVar(&cfg.Duration, "duration", 30*time.Second, "how long to run")
+	cmd.Flags().IntVar(&cfg.ClientsPerRegion, "clients-per-region", 8, "connections per region, alternately session and eventual")
+	cmd.Flags().Float64Var(&cfg.Rate, "rate", lab.DefaultRYWRate, "write+read pairs per second per region (spread over its clients); -1: as fast as they can")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the report as JSON")
 	return cmd
 }

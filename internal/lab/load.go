@@ -94,10 +94,7 @@ func Load(ctx context.Context, st State, links []LinkStatus, cfg LoadConfig) (Lo
 	}
 	cfg = cfg.withDefaults()
 	rep := LoadReport{ClientsPerRegion: cfg.ClientsPerRegion, WriteRatio: cfg.WriteRatio, Rate: cfg.Rate, PrimaryRegion: st.Primary}
-	var interval time.Duration // between one client's statement starts
-	if cfg.Rate > 0 {
-		interval = time.Duration(float64(cfg.ClientsPerRegion) / cfg.Rate * float64(time.Second))
-	}
+	interval := clientInterval(cfg.Rate, cfg.ClientsPerRegion)
 
 	// Connect every client and prepare its statements before the clock starts.
 	type worker struct {
@@ -143,22 +140,8 @@ func Load(ctx context.Context, st State, links []LinkStatus, cfg LoadConfig) (Lo
 		region := st.Regions[w.region].Name
 		wg.Go(func() {
 			rng := rand.New(rand.NewPCG(uint64(n), uint64(start.UnixNano())))
-			next := start.Add(time.Duration(rng.Int64N(int64(interval) + 1))) // spread the clients' phases
-			for runCtx.Err() == nil {
-				if interval > 0 {
-					if wait := time.Until(next); wait > 0 {
-						select {
-						case <-runCtx.Done():
-							return
-						case <-time.After(wait):
-						}
-					}
-					// Open loop: the schedule does not slip when a statement is slow, but a client that
-					// fell behind does not burst to catch up either.
-					if next = next.Add(interval); next.Before(time.Now()) {
-						next = time.Now()
-					}
-				}
+			pace := newPacer(start, interval, rng)
+			for pace.wait(runCtx) {
 				write := rng.Float64() < cfg.WriteRatio
 				t0 := time.Now()
 				var err error
@@ -204,14 +187,7 @@ func Load(ctx context.Context, st State, links []LinkStatus, cfg LoadConfig) (Lo
 		if err != nil {
 			return rep, err
 		}
-		rl := RegionLoad{Region: r.Name}
-		if r.Name != st.Primary {
-			for _, l := range links {
-				if (l.A == r.Name && l.B == st.Primary) || (l.B == r.Name && l.A == st.Primary) {
-					rl.RTTToPrimaryMs = l.RTTMs
-				}
-			}
-		}
+		rl := RegionLoad{Region: r.Name, RTTToPrimaryMs: rttToPrimary(r.Name, st.Primary, links)}
 		var reads, writes []time.Duration
 		for _, w := range workers {
 			if w.region != i {
@@ -239,6 +215,45 @@ func Load(ctx context.Context, st State, links []LinkStatus, cfg LoadConfig) (Lo
 		return rep, ctx.Err()
 	}
 	return rep, nil
+}
+
+// clientInterval is the time between one client's statement starts when a region's clients together
+// start rate per second (0: as fast as they can).
+func clientInterval(rate float64, clients int) time.Duration {
+	if rate <= 0 {
+		return 0
+	}
+	return time.Duration(float64(clients) / rate * float64(time.Second))
+}
+
+// pacer schedules one client's statements open loop: the schedule does not slip when a statement is
+// slow, but a client that fell behind does not burst to catch up either.
+type pacer struct {
+	interval time.Duration
+	next     time.Time
+}
+
+func newPacer(start time.Time, interval time.Duration, rng *rand.Rand) *pacer {
+	return &pacer{interval: interval, next: start.Add(time.Duration(rng.Int64N(int64(interval) + 1)))} // spread the clients' phases
+}
+
+// wait sleeps until the next start; false when ctx ended.
+func (p *pacer) wait(ctx context.Context) bool {
+	if p.interval > 0 {
+		if d := time.Until(p.next); d > 0 {
+			t := time.NewTimer(d)
+			defer t.Stop()
+			select {
+			case <-ctx.Done():
+				return false
+			case <-t.C:
+			}
+		}
+		if p.next = p.next.Add(p.interval); p.next.Before(time.Now()) {
+			p.next = time.Now()
+		}
+	}
+	return ctx.Err() == nil
 }
 
 // percentile returns the q-quantile of ds (nearest rank), or 0 for none.

@@ -19,6 +19,7 @@ type proxySample struct {
 	reads   map[string]float64 // meridian_proxy_reads_total by route
 	queries float64            // meridian_proxy_queries_total, all routes
 	hist    [2]histogram       // meridian_proxy_query_duration_seconds: write, read
+	wait    histogram          // meridian_proxy_consistency_wait_seconds
 }
 
 // readsTotal is every read statement, wherever it ran.
@@ -71,19 +72,27 @@ func scrapeProxy(ctx context.Context, addr string) (proxySample, error) {
 			if label(m, "kind") == "read" {
 				i = 1
 			}
-			var h histogram
-			for _, b := range m.GetHistogram().GetBucket() {
-				h.upper = append(h.upper, b.GetUpperBound())
-				h.count = append(h.count, float64(b.GetCumulativeCount()))
-			}
-			if len(h.upper) == 0 || !math.IsInf(h.upper[len(h.upper)-1], 1) {
-				h.upper = append(h.upper, math.Inf(1))
-				h.count = append(h.count, float64(m.GetHistogram().GetSampleCount()))
-			}
-			s.hist[i] = h
+			s.hist[i] = histogramOf(m)
 		}
 	}
+	if f := fams["meridian_proxy_consistency_wait_seconds"]; f != nil && len(f.GetMetric()) == 1 {
+		s.wait = histogramOf(f.GetMetric()[0])
+	}
 	return s, nil
+}
+
+// histogramOf reads a histogram sample, with its +Inf bucket.
+func histogramOf(m *dto.Metric) histogram {
+	var h histogram
+	for _, b := range m.GetHistogram().GetBucket() {
+		h.upper = append(h.upper, b.GetUpperBound())
+		h.count = append(h.count, float64(b.GetCumulativeCount()))
+	}
+	if len(h.upper) == 0 || !math.IsInf(h.upper[len(h.upper)-1], 1) {
+		h.upper = append(h.upper, math.Inf(1))
+		h.count = append(h.count, float64(m.GetHistogram().GetSampleCount()))
+	}
+	return h
 }
 
 func label(m *dto.Metric, name string) string {

@@ -336,3 +336,33 @@ func TestConsistencyDefaultsByUser(t *testing.T) {
 		t.Errorf("SET meridian.consistency = strong: %v, want SQLSTATE 22023", err)
 	}
 }
+
+// TestCommitLSNAfterFailedTransaction: the position query pipelined behind a statement that leaves the
+// session in a failed transaction fails quietly (the client sees only its own error), and the next
+// write after ROLLBACK reports its position and is read back.
+func TestCommitLSNAfterFailedTransaction(t *testing.T) {
+	e := newLaggingEnv(t, 2*time.Second)
+	ctx := pgtest.Context(t, time.Minute)
+	conn := e.connect(t)
+	for round := range 2 {
+		var pe interface{ SQLState() string }
+		if _, err := conn.Exec(ctx, "BEGIN; INSERT INTO ryw VALUES (0, 'never'); SELECT 1/0"); !errors.As(err, &pe) || pe.SQLState() != "22012" {
+			t.Fatalf("round %d: multi-statement BEGIN ending in division by zero: %v, want only SQLSTATE 22012", round, err)
+		}
+		if _, err := conn.Exec(ctx, "ROLLBACK"); err != nil {
+			t.Fatal(err)
+		}
+		id := int64(round + 1)
+		before := conn.PgConn().ParameterStatus("meridian.commit_lsn")
+		if _, err := conn.Exec(ctx, "INSERT INTO ryw VALUES ($1, 'after')", id); err != nil {
+			t.Fatal(err)
+		}
+		if after := conn.PgConn().ParameterStatus("meridian.commit_lsn"); after == "" || after == before {
+			t.Fatalf("round %d: commit LSN %q → %q after a write, want a new one", round, before, after)
+		}
+		got, onReplica, err := readRow(ctx, conn, id)
+		if err != nil || got != "after" || !onReplica {
+			t.Fatalf("round %d: read after the write: %q on the replica %v (%v)", round, got, onReplica, err)
+		}
+	}
+}

@@ -91,7 +91,7 @@ func newMetrics(p *Proxy) *metrics {
 		[]string{"mode", "outcome"})
 	m.consistencyWait = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "meridian_proxy_consistency_wait_seconds",
 		Help:    "Time reads with a consistency condition (staleness bound or WAL position) spent waiting for a replica before being routed.",
-		Buckets: []float64{0, .001, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}})
+		Buckets: []float64{.0001, .0005, .001, .002, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}})
 	m.consistencyBound = map[[2]string]prometheus.Counter{}
 	for _, mode := range []string{consistencyBounded, consistencySession, consistencyGlobal} {
 		for _, outcome := range []string{outcomeImmediate, outcomeAfterWait, outcomePrimary} {

@@ -67,6 +67,12 @@ func (c *client) relay(sc *serverConn) (relayResult, error) {
 			switch typ {
 			case msgDataRow:
 				commitLSN = parseLSNRow(msg)
+			case msgErrorResponse:
+				// Inside a failed transaction block there is nothing to learn, and a Parse sent
+				// with it was refused too: prepare again next time (unless it already existed).
+				if st.name != "" && errorCode(msg) != codeDuplicatePrepared {
+					delete(sc.prepared, commitLSNStmt)
+				}
 			case msgParamStatus:
 				_, _ = c.wr.Write(msg)
 			case msgReadyForQuery:
@@ -190,11 +196,42 @@ func (c *client) tracksCommit(sc *serverConn, res classify.Result) bool {
 	return res.Txn != classify.TxnBegin
 }
 
-// askCommitLSN pipelines the position query behind what was written to sc.
+// askCommitLSN pipelines the position query behind what was written to sc, as a statement prepared
+// once per server connection (no parsing and planning per write). It runs in a portal of its own,
+// closed before its Sync: the client's unnamed portal, which may live on inside a transaction, is
+// left alone (a simple Query would destroy it).
 func (c *client) askCommitLSN(sc *serverConn) {
-	c.write(sc, encodeQuery(c.out[:0], commitLSNQuery))
-	c.steps = append(c.steps, step{kind: stepCommitLSN})
+	st := step{kind: stepCommitLSN}
+	if !sc.prepared[commitLSNStmt] {
+		sc.prepared[commitLSNStmt] = true
+		c.write(sc, encodeParse(c.out[:0], commitLSNStmt, commitLSNQuery, []byte{0, 0}))
+		st.name = commitLSNStmt // preparing it
+	}
+	c.write(sc, commitLSNExec)
+	c.steps = append(c.steps, st)
 }
+
+// commitLSNStmt and commitLSNPortal are the server-side names of the position query.
+const (
+	commitLSNStmt   = "mdn_commit_lsn"
+	commitLSNPortal = "mdn_commit_lsn"
+)
+
+// commitLSNExec is Bind, Execute, Close (portal) and Sync of the position query.
+var commitLSNExec = func() []byte {
+	b, start := appendMsgHeader(nil, msgBind)
+	b = append(b, commitLSNPortal...)
+	b = append(b, 0)
+	b = append(b, commitLSNStmt...)
+	b = append(b, 0, 0, 0, 0, 0, 0, 0) // no parameter formats, no parameters, no result formats
+	b = finishMsg(b, start)
+	b, start = appendMsgHeader(b, msgExecute)
+	b = append(b, commitLSNPortal...)
+	b = append(b, 0, 0, 0, 0, 0) // all rows
+	b = finishMsg(b, start)
+	b = append(b, encodeNamed(nil, msgClose, 'P', commitLSNPortal)...)
+	return append(b, msgSync, 0, 0, 0, 4)
+}()
 
 // finishCommit ends a statement whose commit position was asked for: when the session is out of a
 // transaction the position is its new read floor, reported as ParameterStatus meridian.commit_lsn,

@@ -7,7 +7,7 @@ COMMIT ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -X $(PKG)/internal/buildinfo.version=$(VERSION) -X $(PKG)/internal/buildinfo.commit=$(COMMIT)
 TEST_TIMEOUT ?= 15m
 
-.PHONY: all build lab deps fmt fmt-check vet staticcheck lint test test-go test-nonroot check-leaks e2e bench bench-proxy clean
+.PHONY: all build lab deps fmt fmt-check vet staticcheck lint test test-go test-nonroot check-leaks e2e bench bench-proxy bench-consistency clean
 
 all: build
 
@@ -72,3 +72,14 @@ clean:
 ## BENCH_DURATION, BENCH_CLIENTS, ... : see scripts/bench-proxy.sh)
 bench-proxy:
 	@scripts/bench-proxy.sh
+
+## bench-consistency: read-your-writes in a two-region lab (64 ms RTT, no apply delay): clients insert a
+## row and read it back at once, half in session and half in eventual consistency, side by side
+## (RYW_DURATION, default 30s)
+RYW_DURATION ?= 30s
+BENCH_LAB_DIR ?= /tmp/meridian-bench-consistency
+bench-consistency: deps build
+	@bin/meridian lab --dir $(BENCH_LAB_DIR) down >/dev/null 2>&1 || true
+	@trap 'bin/meridian lab --dir $(BENCH_LAB_DIR) down >/dev/null' EXIT; \
+	bin/meridian lab --dir $(BENCH_LAB_DIR) up --detach --regions us-east-1,us-west-2 --first-address 127.0.231.1 && \
+	bin/meridian lab --dir $(BENCH_LAB_DIR) read-your-writes --duration $(RYW_DURATION)

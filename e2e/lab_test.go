@@ -9,6 +9,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -136,6 +137,26 @@ func TestLabEndToEnd(t *testing.T) {
 		// A write crosses the WAN once: at least the round trip, and within 15 % above it.
 		if r.WriteP50Ms < rtt || r.WriteP50Ms > rtt*1.15 {
 			t.Errorf("%s: write p50 %.1f ms, want between the round trip to the primary (%.0f ms) and 15 %% above it", r.Region, r.WriteP50Ms, rtt)
+		}
+	}
+
+	// read-your-writes: session clients read back every write (from their region's replica, after
+	// waiting for it); eventual clients may not.
+	var ryw lab.RYWReport
+	decode(t, e.run("lab", "read-your-writes", "--duration", "8s", "--clients-per-region", "4", "--json"), &ryw)
+	t.Logf("read-your-writes:\n%s", render(ryw))
+	for _, r := range ryw.Rows {
+		if r.Errors > 0 || r.Pairs < 100 {
+			t.Errorf("read-your-writes %s %s: %d pairs, %d errors, first: %s", r.Region, r.Mode, r.Pairs, r.Errors, r.FirstError)
+		}
+		if r.Mode != "session" {
+			continue
+		}
+		if r.SawWrite != 1 {
+			t.Errorf("read-your-writes %s: %.1f %% of session reads saw the write just made, want 100 %%", r.Region, 100*r.SawWrite)
+		}
+		if r.Region != "us-east-1" && r.OnReplica < 0.9 {
+			t.Errorf("read-your-writes %s: %.1f %% of session reads served by the local replica, want ≥ 90 %%", r.Region, 100*r.OnReplica)
 		}
 	}
 
@@ -280,7 +301,7 @@ func decode(t *testing.T, s string, v any) {
 	}
 }
 
-func render(rep lab.LoadReport) string {
+func render(rep interface{ Render(io.Writer) }) string {
 	var b bytes.Buffer
 	rep.Render(&b)
 	return b.String()

@@ -73,10 +73,10 @@ type RYWRow struct {
 	WriteP99Ms     float64  `json:"write_p99_ms"`
 	ReadP50Ms      float64  `json:"read_p50_ms"`
 	ReadP99Ms      float64  `json:"read_p99_ms"`
-	SawWrite       float64  `json:"saw_write"`     // share of reads that found the row just written
-	OnReplica      float64  `json:"on_replica"`    // share of reads a replica answered
-	WaitP50Ms      *float64 `json:"wait_p50_ms"`   // session mode
-	WaitP99Ms      *float64 `json:"wait_p99_ms"`   // session mode
+	SawWrite       float64  `json:"saw_write"`   // share of reads that found the row just written
+	OnReplica      float64  `json:"on_replica"`  // share of reads a replica answered
+	WaitP50Ms      *float64 `json:"wait_p50_ms"` // session mode
+	WaitP99Ms      *float64 `json:"wait_p99_ms"` // session mode
 	Errors         int      `json:"errors"`
 	FirstError     string   `json:"first_error,omitempty"`
 }

@@ -42,9 +42,9 @@ type client struct {
 	consistency     string          // meridian.consistency: eventual, bounded, session or global
 	commitLSN       topology.LSN    // meridian.commit_lsn: where the session's last write commit ended
 	minLSN          topology.LSN    // meridian.min_lsn: reads wait for replicas to replay this far
-	maxStaleness    time.Duration // meridian.max_staleness, for bounded reads
-	maxWait         time.Duration // meridian.max_wait: how long a read may wait for a replica to catch up
-	defaultReadOnly bool          // default_transaction_read_only for the session
+	maxStaleness    time.Duration   // meridian.max_staleness, for bounded reads
+	maxWait         time.Duration   // meridian.max_wait: how long a read may wait for a replica to catch up
+	defaultReadOnly bool            // default_transaction_read_only for the session
 	stmts           map[string]*prepStmt
 	unnamed         *prepStmt
 

@@ -251,7 +251,7 @@ func TestModesWithPsql(t *testing.T) {
 		name   string
 		writer *env
 		script func(id int) string
-		reader *env      // a second psql session on this proxy, after the first, when set
+		reader *env // a second psql session on this proxy, after the first, when set
 		second func(id int, first string) string
 		want   string
 	}{

@@ -147,7 +147,9 @@ func startPgBouncer(b *testing.B, base string, port int) (string, int) {
 }
 
 // straceIfAsked counts the system calls of pid while a run lasts when BENCH_STRACE names a folder, or
-// its context switches and CPU migrations with perf stat when BENCH_PERF does.
+// its context switches and CPU migrations with perf stat when BENCH_PERF does, or records a profile with
+// call graphs (perf record; build the test binary with go test -c so perf finds its symbols) when
+// BENCH_PERF_RECORD does.
 func straceIfAsked(b *testing.B, pid int, name string) func() {
 	dir := os.Getenv("BENCH_STRACE")
 	var cmd *exec.Cmd
@@ -159,6 +161,8 @@ func straceIfAsked(b *testing.B, pid int, name string) func() {
 			"syscalls:sys_enter_read,syscalls:sys_enter_write,syscalls:sys_enter_recvfrom,syscalls:sys_enter_sendto,"+
 			"syscalls:sys_enter_epoll_wait,syscalls:sys_enter_epoll_pwait,syscalls:sys_enter_futex,syscalls:sys_enter_nanosleep", "-p", strconv.Itoa(pid),
 			"-o", filepath.Join(os.Getenv("BENCH_PERF"), name+".perf"))
+	case os.Getenv("BENCH_PERF_RECORD") != "":
+		cmd = exec.Command("perf", "record", "-g", "--no-inherit", "-p", strconv.Itoa(pid), "-o", filepath.Join(os.Getenv("BENCH_PERF_RECORD"), name+".data"))
 	default:
 		return func() {}
 	}

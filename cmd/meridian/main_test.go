@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"encoding/json"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/meridiandb/meridian/internal/scram"
 )
 
 func TestVersion(t *testing.T) {
@@ -60,5 +63,55 @@ func TestProxyConfigErrorsNameTheKey(t *testing.T) {
 	cmd.SetArgs([]string{"proxy"})
 	if err := cmd.Execute(); exitCode(err) != 2 {
 		t.Fatalf("missing --config: err = %v, want a usage error", err)
+	}
+}
+
+// TestProxyPasswd: the verifier written for a password checks out against that password, an update
+// replaces the user's line and keeps the others, and the file holds no password.
+func TestProxyPasswd(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "users.txt")
+	os.WriteFile(file, []byte("# users of the shop\n\"other\" \"md5d41d8cd98f00b204e9800998ecf8427e\"\n"), 0o600)
+	run := func(user, password string) string {
+		var out bytes.Buffer
+		cmd := newRootCmd(&out, &out)
+		cmd.SetIn(strings.NewReader(password + "\n"))
+		cmd.SetArgs([]string{"proxy", "passwd", user, "--file", file})
+		if err := cmd.Execute(); err != nil {
+			t.Fatalf("proxy passwd: %v\n%s", err, out.String())
+		}
+		return out.String()
+	}
+	run("app", "first secret")
+	run("app", "second secret")
+	b, _ := os.ReadFile(file)
+	text := string(b)
+	if strings.Contains(text, "secret") || strings.Count(text, `"app"`) != 1 || !strings.Contains(text, "# users of the shop") || !strings.Contains(text, `"other"`) {
+		t.Fatalf("auth file after two updates:\n%s", text)
+	}
+	if st, _ := os.Stat(file); st.Mode().Perm() != 0o600 {
+		t.Errorf("auth file mode %v, want 0600", st.Mode().Perm())
+	}
+	var secret string
+	for _, l := range strings.Split(text, "\n") {
+		if strings.HasPrefix(l, `"app" "`) {
+			secret = strings.TrimSuffix(strings.TrimPrefix(l, `"app" "`), `"`)
+		}
+	}
+	v, err := scram.ParseVerifier(secret)
+	if err != nil {
+		t.Fatalf("verifier %q: %v", secret, err)
+	}
+	for pw, want := range map[string]bool{"second secret": true, "first secret": false} {
+		got, _ := scram.VerifierFor(pw, v.Salt, v.Iterations)
+		if (got.String() == v.String()) != want {
+			t.Errorf("password %q matches the verifier: %v, want %v", pw, !want, want)
+		}
+	}
+	var out bytes.Buffer
+	cmd := newRootCmd(&out, &out)
+	cmd.SetIn(strings.NewReader(""))
+	cmd.SetArgs([]string{"proxy", "passwd", "app", "--file", file})
+	if err := cmd.Execute(); err == nil {
+		t.Error("proxy passwd with no password on stdin: no error")
 	}
 }

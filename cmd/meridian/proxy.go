@@ -39,6 +39,7 @@ func newProxyCmd() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&configPath, "config", "", "YAML configuration file (required)")
 	cmd.Flags().StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	cmd.AddCommand(newProxyPasswdCmd())
 	return cmd
 }
 

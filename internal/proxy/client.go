@@ -143,7 +143,10 @@ func (p *Proxy) serveClient(conn net.Conn) {
 	p.register(c)
 	defer p.unregister(c)
 	ctx, cancel := context.WithTimeout(p.ctx, p.cfg.QueryWaitTimeout+p.cfg.ServerConnectTimeout)
-	err = c.login(ctx, st)
+	err = c.authenticate(ctx, st)
+	if err == nil {
+		err = c.login(ctx, st)
+	}
 	cancel()
 	if err != nil {
 		c.fatal(err)

@@ -86,6 +86,8 @@ type Config struct {
 	// ConsistencyOverrides set other defaults for some users or databases: the first entry whose
 	// user and database match (an empty one matches any) applies.
 	ConsistencyOverrides []ConsistencyOverride `yaml:"consistency_overrides"`
+	// Auth is client authentication (rules, auth file, auth query).
+	Auth AuthConfig `yaml:"auth"`
 }
 
 // ConsistencyOverride is a per-user or per-database default for the read consistency settings.
@@ -315,6 +317,7 @@ func (c *Config) Validate() error {
 	if c.MonitorUser == "" {
 		bad("monitor_user", "is required")
 	}
+	c.Auth.validate(bad)
 	if c.MaxMessageSize < 1<<16 || c.MaxMessageSize > 1<<30 {
 		bad("max_message_size", "must be between 64 KiB and 1 GiB, got %d", c.MaxMessageSize)
 	}

@@ -2,11 +2,17 @@ package proxy
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"io"
 	"net"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/meridiandb/meridian/internal/scram"
 )
 
 // fuzzProxy is a proxy whose nodes are unreachable and whose discovery never ran: every statement
@@ -107,6 +113,60 @@ func FuzzStartup(f *testing.F) {
 			_ = peer.Close()
 		}()
 		_, _ = p.readStartup(server, server)
+		server.Close()
+	})
+}
+
+// FuzzAuthExchange feeds arbitrary bytes as a client's side of password authentication (SCRAM for
+// "u", md5 for "m", the mock exchange for an unknown user; the first byte picks). It must end with
+// success or an error, never a panic or a hang.
+func FuzzAuthExchange(f *testing.F) {
+	f.Add([]byte{0}, msg('p', cstr("SCRAM-SHA-256"), []byte{0, 0, 0, 20}, []byte("n,,n=u,r=abcdefghijkl")))
+	f.Add([]byte{0}, bytes.Join([][]byte{
+		msg('p', cstr("SCRAM-SHA-256"), []byte{0, 0, 0, 20}, []byte("n,,n=u,r=abcdefghijkl")),
+		msg('p', []byte("c=biws,r=abcdefghijkl,p=AAAA")),
+	}, nil))
+	f.Add([]byte{1}, msg('p', cstr("md5"+strings.Repeat("0", 32))))
+	f.Add([]byte{2}, msg('p', cstr("SCRAM-SHA-256"), []byte{0xff, 0xff, 0xff, 0xff}))
+	f.Add([]byte{0}, msg('Q', cstr("SELECT 1")))
+	dir := f.TempDir()
+	file := filepath.Join(dir, "users.txt")
+	v, err := scram.NewVerifier("pw", scram.DefaultIterations)
+	if err != nil {
+		f.Fatal(err)
+	}
+	os.WriteFile(file, []byte(`"u" "`+v.String()+`"`+"\n"+`"m" "md5`+strings.Repeat("a", 32)+`"`+"\n"), 0o600)
+	cfg := DefaultConfig()
+	cfg.Region = "r"
+	cfg.Nodes = []NodeConfig{{Name: "n", Address: "127.0.0.1:1", Region: "r"}}
+	cfg.Auth = AuthConfig{File: file, Rules: []AuthRule{{User: nameList{"m"}, Method: AuthMD5}, {Method: AuthSCRAM}}}
+	p, err := New(cfg, nil)
+	if err != nil {
+		f.Fatal(err)
+	}
+	users := []string{"u", "m", "ghost"}
+	f.Fuzz(func(t *testing.T, who, data []byte) {
+		user := users[0]
+		if len(who) > 0 {
+			user = users[int(who[0])%len(users)]
+		}
+		server, peer := net.Pipe()
+		c := newClient(p, server)
+		go func() { _, _ = io.Copy(io.Discard, peer) }()
+		go func() {
+			_, _ = peer.Write(data)
+			_ = peer.Close()
+		}()
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			_ = c.authenticate(context.Background(), &startup{user: user, database: "d"})
+		}()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			t.Fatal("authentication hung on the input")
+		}
 		server.Close()
 	})
 }

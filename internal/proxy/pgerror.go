@@ -21,6 +21,7 @@ const (
 	codeInFailedTransaction  = "25P02"
 	codeAdminShutdown        = "57P01"
 	codeInvalidAuthorization = "28000"
+	codeInvalidPassword      = "28P01"
 )
 
 // pgError is an error the proxy reports to a client as an ErrorResponse.

@@ -7,12 +7,16 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/meridiandb/meridian/internal/scram"
 )
 
 // serverConn is one authenticated connection to a PostgreSQL server, taken over from pgconn after
@@ -44,25 +48,35 @@ func splitAddr(addr string) (host, port string) {
 	return host, port
 }
 
-// dialServer connects and logs in with pgconn (which handles authentication and TLS), then hijacks
-// the socket.
-func dialServer(ctx context.Context, address, user, database, password string, maxMsg int) (*serverConn, error) {
-	cfg, err := pgconn.ParseConfig(connString(address, user, database, password))
-	if err != nil {
-		return nil, err
+// dialServer connects and logs in as user: with the SCRAM keys the proxy learnt from that user's own
+// login when it has them (passthrough: no password anywhere), else with pgconn and the configured
+// server password (pgconn handles every authentication method and TLS). Then it takes the socket over.
+func dialServer(ctx context.Context, address, user, database, password string, keys *scram.Keys, maxMsg int) (*serverConn, error) {
+	var h *pgconn.HijackedConn
+	if keys != nil {
+		var err error
+		h, err = loginWithKeys(ctx, address, user, database, *keys)
+		if err != nil && (password == "" || !errors.Is(err, errKeysUnusable)) {
+			return nil, err
+		}
 	}
-	pc, err := pgconn.ConnectConfig(ctx, cfg)
-	if err != nil {
-		return nil, err
-	}
-	if err := pc.SyncConn(ctx); err != nil {
-		pc.Close(ctx)
-		return nil, err
-	}
-	h, err := pc.Hijack()
-	if err != nil {
-		pc.Close(ctx)
-		return nil, err
+	if h == nil {
+		cfg, err := pgconn.ParseConfig(connString(address, user, database, password))
+		if err != nil {
+			return nil, err
+		}
+		pc, err := pgconn.ConnectConfig(ctx, cfg)
+		if err != nil {
+			return nil, err
+		}
+		if err := pc.SyncConn(ctx); err != nil {
+			pc.Close(ctx)
+			return nil, err
+		}
+		if h, err = pc.Hijack(); err != nil {
+			pc.Close(ctx)
+			return nil, err
+		}
 	}
 	if tc, ok := h.Conn.(*net.TCPConn); ok {
 		_ = tc.SetNoDelay(true)
@@ -76,6 +90,95 @@ func dialServer(ctx context.Context, address, user, database, password string, m
 		pid: h.PID, secret: h.SecretKey, params: h.ParameterStatuses,
 		prepared: map[string]bool{}, created: now, lastUsed: now,
 	}, nil
+}
+
+// errKeysUnusable means the server wants something the keys cannot give (another method, or another
+// verifier): a configured server password may still work.
+var errKeysUnusable = errors.New("the user's SCRAM keys cannot log in to this server")
+
+// loginWithKeys logs in with SCRAM-SHA-256 proving the client key learnt from the user's own login.
+func loginWithKeys(ctx context.Context, address, user, database string, keys scram.Keys) (*pgconn.HijackedConn, error) {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "tcp", address)
+	if err != nil {
+		return nil, err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			conn.Close()
+		}
+	}()
+	if dl, has := ctx.Deadline(); has {
+		_ = conn.SetDeadline(dl)
+	}
+	fe := pgproto3.NewFrontend(conn, conn)
+	fe.Send(&pgproto3.StartupMessage{ProtocolVersion: pgproto3.ProtocolVersionNumber,
+		Parameters: map[string]string{"user": user, "database": database}})
+	if err := fe.Flush(); err != nil {
+		return nil, err
+	}
+	h := &pgconn.HijackedConn{Conn: conn, Frontend: fe, ParameterStatuses: map[string]string{}, TxStatus: 'I'}
+	var sc *scram.Client
+	for {
+		msg, err := fe.Receive()
+		if err != nil {
+			return nil, err
+		}
+		switch m := msg.(type) {
+		case *pgproto3.AuthenticationOk:
+		case *pgproto3.AuthenticationSASL:
+			if !slices.Contains(m.AuthMechanisms, scram.Mechanism) {
+				return nil, fmt.Errorf("%w: the server offers %v", errKeysUnusable, m.AuthMechanisms)
+			}
+			sc = scram.NewClient(keys)
+			first, err := sc.First()
+			if err != nil {
+				return nil, err
+			}
+			fe.Send(&pgproto3.SASLInitialResponse{AuthMechanism: scram.Mechanism, Data: first})
+			if err := fe.Flush(); err != nil {
+				return nil, err
+			}
+		case *pgproto3.AuthenticationSASLContinue:
+			if sc == nil {
+				return nil, errors.New("server sent SASLContinue out of order")
+			}
+			final, err := sc.Final(m.Data)
+			if errors.Is(err, scram.ErrOtherVerifier) {
+				return nil, fmt.Errorf("%w: %v", errKeysUnusable, err)
+			}
+			if err != nil {
+				return nil, err
+			}
+			fe.Send(&pgproto3.SASLResponse{Data: final})
+			if err := fe.Flush(); err != nil {
+				return nil, err
+			}
+		case *pgproto3.AuthenticationSASLFinal:
+			if sc == nil {
+				return nil, errors.New("server sent SASLFinal out of order")
+			}
+			if err := sc.Verify(m.Data); err != nil {
+				return nil, err
+			}
+		case *pgproto3.AuthenticationMD5Password, *pgproto3.AuthenticationCleartextPassword:
+			return nil, fmt.Errorf("%w: the server asks for a password (md5 or cleartext), not SCRAM", errKeysUnusable)
+		case *pgproto3.ParameterStatus:
+			h.ParameterStatuses[m.Name] = m.Value
+		case *pgproto3.BackendKeyData:
+			h.PID, h.SecretKey = m.ProcessID, m.SecretKey
+		case *pgproto3.ErrorResponse:
+			return nil, pgconn.ErrorResponseToPgError(m)
+		case *pgproto3.NoticeResponse:
+		case *pgproto3.ReadyForQuery:
+			_ = conn.SetDeadline(time.Time{})
+			ok = true
+			return h, nil
+		default:
+			return nil, fmt.Errorf("unexpected message %T during login", msg)
+		}
+	}
 }
 
 func (s *serverConn) close() { _ = s.conn.Close() }
@@ -261,7 +364,11 @@ func (pl *pool) usable(sc *serverConn) bool {
 func (pl *pool) dial(ctx context.Context) (*serverConn, error) {
 	ctx, cancel := context.WithTimeout(ctx, pl.p.cfg.ServerConnectTimeout)
 	defer cancel()
-	sc, err := dialServer(ctx, pl.address, pl.key.user, pl.key.database, pl.p.cfg.ServerPassword, pl.p.cfg.MaxMessageSize)
+	var keys *scram.Keys
+	if k, ok := pl.p.auth.serverKeys(pl.key.user); ok {
+		keys = &k
+	}
+	sc, err := dialServer(ctx, pl.address, pl.key.user, pl.key.database, pl.p.cfg.ServerPassword, keys, pl.p.cfg.MaxMessageSize)
 	if err != nil {
 		pl.p.metrics.serverConnectErrors.WithLabelValues(pl.key.node).Inc()
 		var pe *pgconn.PgError

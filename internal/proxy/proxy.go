@@ -26,6 +26,7 @@ type Proxy struct {
 	disc       *poller
 	lag        *lagMonitor
 	global     *globalPosition // the primary's WAL position for reads in global mode
+	auth       *authenticator
 	classifier *classify.Classifier
 	metrics    *metrics
 
@@ -66,6 +67,14 @@ func New(cfg Config, log *slog.Logger) (*Proxy, error) {
 	p.disc.onNodeDown = p.abortNode
 	p.lag = newLagMonitor(cfg, log.With("component", "lag"), p.metrics)
 	p.global = &globalPosition{p: p}
+	auth, err := newAuthenticator(cfg.Auth, cfg.ServerConnectTimeout, func() (string, error) {
+		t, err := p.primaryTarget(p.disc.Current())
+		return t.node.Address, err
+	})
+	if err != nil {
+		return nil, err
+	}
+	p.auth = auth
 	return p, nil
 }
 
@@ -173,6 +182,7 @@ func (p *Proxy) Close() error {
 		p.cancel()
 		p.wg.Wait()
 		p.global.close()
+		p.auth.close()
 		p.mu.Lock()
 		pools := p.pools
 		p.mu.Unlock()

@@ -146,3 +146,24 @@ func TestMalformedClientMessages(t *testing.T) {
 		t.Errorf("server nonce %q does not extend the client's", s.nonce)
 	}
 }
+
+// FuzzServer feeds arbitrary client messages to the server side: errors, never a panic, and never
+// success without the password.
+func FuzzServer(f *testing.F) {
+	f.Add([]byte("n,,n=user,r=rOprNGfwEbeRWgbNEkqO"), []byte("c=biws,r=rOprNGfwEbeRWgbNEkqO,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ="))
+	f.Add([]byte("y,a=x,n=,r=abc,ext=1"), []byte("c=eSxhPXgs,r=abc,p="))
+	f.Add([]byte("p=tls-server-end-point,,n=,r=abc"), []byte(""))
+	v, err := NewVerifier("pencil", DefaultIterations)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, first, final []byte) {
+		s := NewServer(v, false)
+		if _, err := s.First(first); err != nil {
+			return
+		}
+		if _, _, err := s.Final(final); err == nil {
+			t.Fatalf("accepted a client-final-message built without the password: %q", final)
+		}
+	})
+}

@@ -207,4 +207,3 @@ func writeAuthFile(t *testing.T, c *pgtest.Cluster, path string, users ...string
 		t.Fatal(err)
 	}
 }
-

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/signal"
+	"syscall"
 
 	"github.com/spf13/cobra"
 
@@ -34,6 +36,21 @@ func newProxyCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			// SIGHUP reloads the configuration file (certificates, auth rules and file; see docs/proxy.md).
+			hup := make(chan os.Signal, 1)
+			signal.Notify(hup, syscall.SIGHUP)
+			defer signal.Stop(hup)
+			go func() {
+				for range hup {
+					next, err := proxy.LoadConfig(configPath)
+					if err == nil {
+						_, err = p.Reload(next)
+					}
+					if err != nil {
+						log.Error("reload failed; the running configuration stays", "err", err)
+					}
+				}
+			}()
 			return p.Run(cmd.Context())
 		},
 	}

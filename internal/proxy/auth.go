@@ -230,6 +230,7 @@ func isMD5Secret(s string) bool {
 // authenticator holds the secrets and looks users up.
 type authenticator struct {
 	cfg        AuthConfig
+	connString func(address, user, database, password string) string // with the server TLS settings
 	connectTTL time.Duration
 	primary    func() (string, error) // the primary's address, for the auth query
 	mockSecret []byte
@@ -241,13 +242,13 @@ type authenticator struct {
 	keys sync.Map // user → scram.Keys learnt from a client's exchange, to log in to servers as that user
 }
 
-func newAuthenticator(cfg AuthConfig, connectTimeout time.Duration, primary func() (string, error)) (*authenticator, error) {
-	a := &authenticator{cfg: cfg, connectTTL: connectTimeout, primary: primary, mockSecret: make([]byte, 32)}
+func newAuthenticator(cfg *Config, primary func() (string, error)) (*authenticator, error) {
+	a := &authenticator{cfg: cfg.Auth, connString: cfg.serverConnString, connectTTL: cfg.ServerConnectTimeout, primary: primary, mockSecret: make([]byte, 32)}
 	if _, err := rand.Read(a.mockSecret); err != nil {
 		return nil, err
 	}
-	if cfg.File != "" {
-		users, err := readAuthFile(cfg.File)
+	if a.cfg.File != "" {
+		users, err := readAuthFile(a.cfg.File)
 		if err != nil {
 			return nil, fmt.Errorf("auth.file: %w", err)
 		}
@@ -305,7 +306,7 @@ func (a *authenticator) connectQuery(ctx context.Context) error {
 		}
 		pw = strings.TrimRight(string(b), "\r\n")
 	}
-	pc, err := pgconn.ParseConfig(connString(addr, a.cfg.QueryUser, a.cfg.QueryDatabase, pw))
+	pc, err := pgconn.ParseConfig(a.connString(addr, a.cfg.QueryUser, a.cfg.QueryDatabase, pw))
 	if err != nil {
 		return err
 	}
@@ -317,6 +318,37 @@ func (a *authenticator) connectQuery(ctx context.Context) error {
 		return fmt.Errorf("auth query: cannot log in to the primary as %s: %w", a.cfg.QueryUser, err)
 	}
 	a.query = conn
+	return nil
+}
+
+// rules returns the current rules (they change on reload).
+func (a *authenticator) rules() *AuthConfig {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	cfg := a.cfg
+	return &cfg
+}
+
+// reload applies new rules and reads the auth file again. The auth query's login applies from its
+// next connection.
+func (a *authenticator) reload(cfg AuthConfig) error {
+	var users map[string]string
+	if cfg.File != "" {
+		var err error
+		if users, err = readAuthFile(cfg.File); err != nil {
+			return fmt.Errorf("auth.file: %w", err)
+		}
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if cfg.QueryUser != a.cfg.QueryUser || cfg.QueryPassword != a.cfg.QueryPassword || cfg.QueryPasswordFile != a.cfg.QueryPasswordFile ||
+		cfg.QueryDatabase != a.cfg.QueryDatabase {
+		if a.query != nil {
+			a.query.Close(context.Background())
+			a.query = nil
+		}
+	}
+	a.cfg, a.file = cfg, users
 	return nil
 }
 
@@ -350,12 +382,13 @@ func errAuthFailed(user string) *pgError {
 // proceed (AuthenticationOk is sent by login).
 func (c *client) authenticate(ctx context.Context, st *startup) error {
 	a := c.p.auth
+	rules := a.rules()
 	var addr netip.Addr
 	if ta, ok := c.conn.RemoteAddr().(*net.TCPAddr); ok {
 		addr, _ = netip.AddrFromSlice(ta.IP)
 	}
 	host := addr.Unmap().String()
-	r := a.cfg.rule(st.database, st.user, addr)
+	r := rules.rule(st.database, st.user, addr)
 	switch {
 	case r == nil:
 		return &pgError{Severity: "FATAL", Code: codeInvalidAuthorization,

@@ -95,22 +95,23 @@ func (c *client) setDefaults(d SessionDefaults) {
 	c.consistency, c.maxStaleness, c.maxWait = d.Consistency, d.MaxStaleness, d.MaxWait
 }
 
-func (p *Proxy) serveClient(conn net.Conn) {
-	defer conn.Close()
-	if tc, ok := conn.(*net.TCPConn); ok {
+func (p *Proxy) serveClient(raw net.Conn) {
+	if tc, ok := raw.(*net.TCPConn); ok {
 		_ = tc.SetNoDelay(true)
 		_ = tc.SetKeepAlive(true)
 	}
-	c := newClient(p, conn)
-	c.log = p.log.With("remote", conn.RemoteAddr().String())
-	st, err := p.readStartup(conn, c.rd.r)
+	st, conn, err := p.readStartup(raw)
+	defer conn.Close() // the TLS layer, when there is one, closes the socket under it
 	if err != nil || st == nil {
 		if err != nil && !errors.Is(err, io.EOF) {
-			c.log.Debug("startup failed", "err", err)
-			c.fatal(err)
+			p.log.Debug("startup failed", "remote", raw.RemoteAddr().String(), "err", err)
+			p.metrics.errors.WithLabelValues(sqlstateClass(toPgError(err).Code)).Inc()
+			writeFatal(conn, err)
 		}
 		return
 	}
+	c := newClient(p, conn)
+	c.log = p.log.With("remote", conn.RemoteAddr().String())
 	c.user, c.database = st.user, st.database
 	c.setDefaults(p.cfg.SessionDefaults(st.user, st.database))
 	c.log = c.log.With("user", st.user, "database", st.database)
@@ -160,11 +161,16 @@ func (p *Proxy) serveClient(conn net.Conn) {
 
 // fatal sends a FATAL error (when the connection still allows it) before the connection closes.
 func (c *client) fatal(err error) {
+	c.p.metrics.errors.WithLabelValues(sqlstateClass(toPgError(err).Code)).Inc()
+	writeFatal(c.conn, err)
+}
+
+// writeFatal writes err as a FATAL ErrorResponse, giving up after a second.
+func writeFatal(conn net.Conn, err error) {
 	pe := toPgError(err)
 	pe.Severity = "FATAL"
-	c.p.metrics.errors.WithLabelValues(sqlstateClass(pe.Code)).Inc()
-	_ = c.conn.SetWriteDeadline(time.Now().Add(time.Second))
-	_, _ = c.conn.Write(appendError(nil, pe))
+	_ = conn.SetWriteDeadline(time.Now().Add(time.Second))
+	_, _ = conn.Write(appendError(nil, pe))
 }
 
 func sqlstateClass(code string) string {

@@ -88,6 +88,11 @@ type Config struct {
 	ConsistencyOverrides []ConsistencyOverride `yaml:"consistency_overrides"`
 	// Auth is client authentication (rules, auth file, auth query).
 	Auth AuthConfig `yaml:"auth"`
+	// ClientTLS is TLS between clients and the proxy.
+	ClientTLS ClientTLSConfig `yaml:"client_tls"`
+	// ServerTLS is TLS to the servers: disable (default), require or verify-full (with ServerCAFile).
+	ServerTLS    string `yaml:"server_tls"`
+	ServerCAFile string `yaml:"server_ca_file"`
 }
 
 // ConsistencyOverride is a per-user or per-database default for the read consistency settings.
@@ -318,6 +323,16 @@ func (c *Config) Validate() error {
 		bad("monitor_user", "is required")
 	}
 	c.Auth.validate(bad)
+	c.ClientTLS.validate(bad)
+	switch c.ServerTLS {
+	case "", ServerTLSDisable, ServerTLSRequire:
+	case ServerTLSVerifyFull:
+		if _, err := loadCAs(c.ServerCAFile); err != nil {
+			bad("server_ca_file", "server_tls verify-full needs a CA file: %v", err)
+		}
+	default:
+		bad("server_tls", "must be disable, require or verify-full, got %q", c.ServerTLS)
+	}
 	if c.MaxMessageSize < 1<<16 || c.MaxMessageSize > 1<<30 {
 		bad("max_message_size", "must be between 64 KiB and 1 GiB, got %d", c.MaxMessageSize)
 	}

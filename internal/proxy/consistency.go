@@ -331,7 +331,7 @@ func (g *globalPosition) query(address string) (topology.LSN, error) {
 		g.conn = nil
 	}
 	if g.conn == nil {
-		pc, err := pgconn.ParseConfig(connString(address, cfg.MonitorUser, cfg.MonitorDatabase, cfg.MonitorPassword))
+		pc, err := pgconn.ParseConfig(cfg.serverConnString(address, cfg.MonitorUser, cfg.MonitorDatabase, cfg.MonitorPassword))
 		if err == nil {
 			pc.RuntimeParams["application_name"] = "meridian-proxy-global"
 			g.conn, err = pgconn.ConnectConfig(ctx, pc)

@@ -245,7 +245,7 @@ func (p *poller) conn(ctx context.Context, n NodeState) (*pgconn.PgConn, error) 
 	if c != nil && !c.IsClosed() {
 		return c, nil
 	}
-	cfg, err := pgconn.ParseConfig(connString(n.Address, p.cfg.MonitorUser, p.cfg.MonitorDatabase, p.cfg.MonitorPassword))
+	cfg, err := pgconn.ParseConfig(p.cfg.serverConnString(n.Address, p.cfg.MonitorUser, p.cfg.MonitorDatabase, p.cfg.MonitorPassword))
 	if err != nil {
 		return nil, err
 	}
@@ -286,7 +286,7 @@ func (p *poller) closeAll() {
 // connString builds a keyword/value connection string.
 func connString(address, user, database, password string) string {
 	host, port := splitAddr(address)
-	s := fmt.Sprintf("host=%s port=%s user=%s dbname=%s sslmode=disable", quoteConn(host), port, quoteConn(user), quoteConn(database))
+	s := fmt.Sprintf("host=%s port=%s user=%s dbname=%s", quoteConn(host), port, quoteConn(user), quoteConn(database))
 	if password != "" {
 		s += " password=" + quoteConn(password)
 	}

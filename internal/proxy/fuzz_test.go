@@ -112,7 +112,7 @@ func FuzzStartup(f *testing.F) {
 			_, _ = peer.Write(data)
 			_ = peer.Close()
 		}()
-		_, _ = p.readStartup(server, server)
+		_, _, _ = p.readStartup(server)
 		server.Close()
 	})
 }

@@ -155,7 +155,7 @@ func (lm *lagMonitor) hurry() {
 }
 
 func (lm *lagMonitor) dial(ctx context.Context, n *lagNode) *pgconn.PgConn {
-	cfg, err := pgconn.ParseConfig(connString(n.address, lm.cfg.MonitorUser, lm.cfg.MonitorDatabase, lm.cfg.MonitorPassword))
+	cfg, err := pgconn.ParseConfig(lm.cfg.serverConnString(n.address, lm.cfg.MonitorUser, lm.cfg.MonitorDatabase, lm.cfg.MonitorPassword))
 	if err != nil {
 		return nil
 	}

@@ -23,6 +23,7 @@ type metrics struct {
 	clientsTotal        prometheus.Counter
 	clientsRejected     prometheus.Counter
 	authFailures        prometheus.Counter
+	reloads             *prometheus.CounterVec
 	serversOpen         *prometheus.GaugeVec
 	serversActive       *prometheus.GaugeVec
 	serverConnectErrors *prometheus.CounterVec
@@ -56,6 +57,8 @@ func newMetrics(p *Proxy) *metrics {
 			Help: "Client connections refused because max_client_conn was reached."}),
 		authFailures: prometheus.NewCounter(prometheus.CounterOpts{Name: "meridian_proxy_auth_failures_total",
 			Help: "Client logins refused for a wrong password or an unknown user."}),
+		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meridian_proxy_config_reloads_total",
+			Help: "Configuration reloads (SIGHUP), by result (ok, error)."}, []string{"result"}),
 		serversOpen: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "meridian_proxy_server_connections",
 			Help: "Server connections open, by node."}, []string{"node"}),
 		serversActive: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "meridian_proxy_server_connections_active",
@@ -102,7 +105,7 @@ func newMetrics(p *Proxy) *metrics {
 		}
 	}
 	reg.MustRegister(queryDuration, m.reads, m.replicaLag, m.replicaLagBytes, m.consistencyReads, m.consistencyWait)
-	reg.MustRegister(m.clientsActive, m.clientsWaiting, m.clientsTotal, m.clientsRejected, m.authFailures, m.serversOpen,
+	reg.MustRegister(m.clientsActive, m.clientsWaiting, m.clientsTotal, m.clientsRejected, m.authFailures, m.reloads, m.serversOpen,
 		m.serversActive, m.serverConnectErrors, m.queries, m.transactions, m.errors, m.pins, m.poolWait,
 		m.nodeUp, m.nodePrimary, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

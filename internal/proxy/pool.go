@@ -51,21 +51,22 @@ func splitAddr(addr string) (host, port string) {
 // dialServer connects and logs in as user: with the SCRAM keys the proxy learnt from that user's own
 // login when it has them (passthrough: no password anywhere), else with pgconn and the configured
 // server password (pgconn handles every authentication method and TLS). Then it takes the socket over.
-func dialServer(ctx context.Context, address, user, database, password string, keys *scram.Keys, maxMsg int) (*serverConn, error) {
+func dialServer(ctx context.Context, cfg *Config, address, user, database string, keys *scram.Keys) (*serverConn, error) {
+	password, maxMsg := cfg.ServerPassword, cfg.MaxMessageSize
 	var h *pgconn.HijackedConn
 	if keys != nil {
 		var err error
-		h, err = loginWithKeys(ctx, address, user, database, *keys)
+		h, err = loginWithKeys(ctx, cfg, address, user, database, *keys)
 		if err != nil && (password == "" || !errors.Is(err, errKeysUnusable)) {
 			return nil, err
 		}
 	}
 	if h == nil {
-		cfg, err := pgconn.ParseConfig(connString(address, user, database, password))
+		pcfg, err := pgconn.ParseConfig(cfg.serverConnString(address, user, database, password))
 		if err != nil {
 			return nil, err
 		}
-		pc, err := pgconn.ConnectConfig(ctx, cfg)
+		pc, err := pgconn.ConnectConfig(ctx, pcfg)
 		if err != nil {
 			return nil, err
 		}
@@ -97,7 +98,11 @@ func dialServer(ctx context.Context, address, user, database, password string, k
 var errKeysUnusable = errors.New("the user's SCRAM keys cannot log in to this server")
 
 // loginWithKeys logs in with SCRAM-SHA-256 proving the client key learnt from the user's own login.
-func loginWithKeys(ctx context.Context, address, user, database string, keys scram.Keys) (*pgconn.HijackedConn, error) {
+func loginWithKeys(ctx context.Context, cfg *Config, address, user, database string, keys scram.Keys) (*pgconn.HijackedConn, error) {
+	tlsConf, err := cfg.serverTLSConfig(address)
+	if err != nil {
+		return nil, err
+	}
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "tcp", address)
 	if err != nil {
@@ -111,6 +116,11 @@ func loginWithKeys(ctx context.Context, address, user, database string, keys scr
 	}()
 	if dl, has := ctx.Deadline(); has {
 		_ = conn.SetDeadline(dl)
+	}
+	if tlsConf != nil {
+		if conn, err = startServerTLS(ctx, conn, tlsConf); err != nil {
+			return nil, err
+		}
 	}
 	fe := pgproto3.NewFrontend(conn, conn)
 	fe.Send(&pgproto3.StartupMessage{ProtocolVersion: pgproto3.ProtocolVersionNumber,
@@ -368,7 +378,7 @@ func (pl *pool) dial(ctx context.Context) (*serverConn, error) {
 	if k, ok := pl.p.auth.serverKeys(pl.key.user); ok {
 		keys = &k
 	}
-	sc, err := dialServer(ctx, pl.address, pl.key.user, pl.key.database, pl.p.cfg.ServerPassword, keys, pl.p.cfg.MaxMessageSize)
+	sc, err := dialServer(ctx, &pl.p.cfg, pl.address, pl.key.user, pl.key.database, keys)
 	if err != nil {
 		pl.p.metrics.serverConnectErrors.WithLabelValues(pl.key.node).Inc()
 		var pe *pgconn.PgError

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -27,6 +28,7 @@ type Proxy struct {
 	lag        *lagMonitor
 	global     *globalPosition // the primary's WAL position for reads in global mode
 	auth       *authenticator
+	tls        *tlsServer
 	classifier *classify.Classifier
 	metrics    *metrics
 
@@ -67,7 +69,7 @@ func New(cfg Config, log *slog.Logger) (*Proxy, error) {
 	p.disc.onNodeDown = p.abortNode
 	p.lag = newLagMonitor(cfg, log.With("component", "lag"), p.metrics)
 	p.global = &globalPosition{p: p}
-	auth, err := newAuthenticator(cfg.Auth, cfg.ServerConnectTimeout, func() (string, error) {
+	auth, err := newAuthenticator(&p.cfg, func() (string, error) {
 		t, err := p.primaryTarget(p.disc.Current())
 		return t.node.Address, err
 	})
@@ -75,6 +77,9 @@ func New(cfg Config, log *slog.Logger) (*Proxy, error) {
 		return nil, err
 	}
 	p.auth = auth
+	if p.tls, err = newTLSServer(cfg.ClientTLS); err != nil {
+		return nil, err
+	}
 	return p, nil
 }
 
@@ -450,4 +455,54 @@ func constantTimeEqual(a, b []byte) bool {
 		v |= a[i] ^ b[i]
 	}
 	return v == 0
+}
+
+// Reload applies a new configuration without dropping connections: the client TLS certificate, key
+// and CA files (read again even when their names did not change), the auth rules and the auth file.
+// Other changed keys need a restart; they are returned (and logged) so the operator knows. On error
+// nothing is applied.
+func (p *Proxy) Reload(cfg Config) (needRestart []string, err error) {
+	defer func() {
+		result := "ok"
+		if err != nil {
+			result = "error"
+		}
+		p.metrics.reloads.WithLabelValues(result).Inc()
+	}()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.ClientTLS.Mode != p.tls.mode {
+		needRestart = append(needRestart, "client_tls.mode")
+	} else if err := p.tls.reload(cfg.ClientTLS); err != nil {
+		return nil, fmt.Errorf("client_tls: %w", err)
+	}
+	if err := p.auth.reload(cfg.Auth); err != nil {
+		return nil, err
+	}
+	old := p.cfg
+	for key, changed := range map[string]bool{
+		"listen": old.Listen != cfg.Listen, "region": old.Region != cfg.Region, "pool_mode": old.PoolMode != cfg.PoolMode,
+		"pool_size": old.PoolSize != cfg.PoolSize, "max_client_conn": old.MaxClientConn != cfg.MaxClientConn,
+		"http_listen": old.HTTPListen != cfg.HTTPListen, "nodes": !slices.Equal(old.Nodes, cfg.Nodes),
+		"poll_interval": old.PollInterval != cfg.PollInterval, "query_wait_timeout": old.QueryWaitTimeout != cfg.QueryWaitTimeout,
+		"server_connect_timeout": old.ServerConnectTimeout != cfg.ServerConnectTimeout,
+		"server_idle_timeout":    old.ServerIdleTimeout != cfg.ServerIdleTimeout, "server_lifetime": old.ServerLifetime != cfg.ServerLifetime,
+		"server_password": old.ServerPassword != cfg.ServerPassword, "server_tls": old.ServerTLS != cfg.ServerTLS || old.ServerCAFile != cfg.ServerCAFile,
+		"monitor_user": old.MonitorUser != cfg.MonitorUser || old.MonitorPassword != cfg.MonitorPassword || old.MonitorDatabase != cfg.MonitorDatabase,
+		"write_functions": !slices.Equal(old.WriteFunctions, cfg.WriteFunctions), "max_message_size": old.MaxMessageSize != cfg.MaxMessageSize,
+		"lag_sample_interval": old.LagSampleInterval != cfg.LagSampleInterval, "max_replica_lag": old.MaxReplicaLag != cfg.MaxReplicaLag,
+		"default_consistency": old.DefaultConsistency != cfg.DefaultConsistency || old.DefaultMaxStaleness != cfg.DefaultMaxStaleness ||
+			old.ConsistencyMaxWait != cfg.ConsistencyMaxWait || len(old.ConsistencyOverrides) != len(cfg.ConsistencyOverrides),
+	} {
+		if changed {
+			needRestart = append(needRestart, key)
+		}
+	}
+	slices.Sort(needRestart)
+	p.log.Info("configuration reloaded", "applied", "client_tls files, auth", "need_restart", needRestart)
+	for _, k := range needRestart {
+		p.log.Warn("changed setting needs a restart to apply", "key", k)
+	}
+	return needRestart, nil
 }

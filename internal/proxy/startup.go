@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"strings"
@@ -31,40 +32,60 @@ type startup struct {
 
 type kv struct{ key, value string }
 
-// readStartup handles SSLRequest/GSSENCRequest (declined: TLS arrives with proxy operations),
-// CancelRequest (forwarded; returns nil, nil) and the StartupMessage.
-func (p *Proxy) readStartup(conn net.Conn, r io.Reader) (*startup, error) {
+// readStartup handles SSLRequest (TLS when client_tls allows it, else N), GSSENCRequest (N),
+// CancelRequest (forwarded; returns nil) and the StartupMessage. It reads without buffering, so that
+// nothing sent in plaintext behind an SSLRequest is taken as if it had come encrypted. It returns the
+// connection to go on with: conn, or its TLS layer.
+func (p *Proxy) readStartup(conn net.Conn) (*startup, net.Conn, error) {
 	_ = conn.SetReadDeadline(time.Now().Add(startupReadTimeout))
 	defer conn.SetReadDeadline(time.Time{})
+	encrypted := false
 	for range 3 { // at most SSLRequest, GSSENCRequest, then the real thing
 		var hdr [4]byte
-		if _, err := io.ReadFull(r, hdr[:]); err != nil {
-			return nil, err
+		if _, err := io.ReadFull(conn, hdr[:]); err != nil {
+			return nil, conn, err
 		}
 		n := int(int32(binary.BigEndian.Uint32(hdr[:])))
 		if n < 8 || n > maxStartupPacket {
-			return nil, newError(codeProtocolViolation, "invalid startup packet length %d", n)
+			return nil, conn, newError(codeProtocolViolation, "invalid startup packet length %d", n)
 		}
 		body := make([]byte, n-4)
-		if _, err := io.ReadFull(r, body); err != nil {
-			return nil, err
+		if _, err := io.ReadFull(conn, body); err != nil {
+			return nil, conn, err
 		}
 		code := binary.BigEndian.Uint32(body)
 		switch {
+		case code == sslRequestCode && !encrypted && p.tls.enabled():
+			if _, err := conn.Write([]byte{'S'}); err != nil {
+				return nil, conn, err
+			}
+			tc, err := p.tls.handshake(conn)
+			if err != nil {
+				return nil, conn, err
+			}
+			conn, encrypted = tc, true
 		case code == sslRequestCode || code == gssEncRequestCode:
+			if encrypted {
+				return nil, conn, newError(codeProtocolViolation, "encryption requested again inside TLS")
+			}
 			if _, err := conn.Write([]byte{'N'}); err != nil {
-				return nil, err
+				return nil, conn, err
 			}
 		case code == cancelRequestCode:
 			if len(body) < 12 {
-				return nil, newError(codeProtocolViolation, "invalid cancel request")
+				return nil, conn, newError(codeProtocolViolation, "invalid cancel request")
 			}
 			p.cancelRequest(binary.BigEndian.Uint32(body[4:]), body[8:])
-			return nil, nil
+			return nil, conn, nil
 		case code>>16 == 3:
 			st, err := parseStartup(body[4:])
 			if err != nil {
-				return nil, err
+				return nil, conn, err
+			}
+			if !encrypted && p.tls.mode == TLSRequire {
+				return nil, conn, &pgError{Severity: "FATAL", Code: codeInvalidAuthorization,
+					Message: fmt.Sprintf("the proxy requires TLS: connection for user %q, database %q was not encrypted", st.user, st.database),
+					Hint:    "Connect with sslmode=require (or verify-full)."}
 			}
 			if minor := code & 0xffff; minor > 0 {
 				// Newer clients ask for 3.x; like PostgreSQL, answer with the version we speak and
@@ -77,16 +98,16 @@ func (p *Proxy) readStartup(conn net.Conn, r io.Reader) (*startup, error) {
 				}
 				msg := appendMessage(nil, &pgproto3.NegotiateProtocolVersion{NewestMinorProtocol: 0, UnrecognizedOptions: unknown})
 				if _, err := conn.Write(msg); err != nil {
-					return nil, err
+					return nil, conn, err
 				}
 			}
-			return st, nil
+			return st, conn, nil
 		default:
-			return nil, newError(codeProtocolViolation, "unsupported frontend protocol %d.%d: the proxy speaks 3.0",
+			return nil, conn, newError(codeProtocolViolation, "unsupported frontend protocol %d.%d: the proxy speaks 3.0",
 				code>>16, code&0xffff)
 		}
 	}
-	return nil, newError(codeProtocolViolation, "too many encryption requests in the startup sequence")
+	return nil, conn, newError(codeProtocolViolation, "too many encryption requests in the startup sequence")
 }
 
 func parseStartup(b []byte) (*startup, error) {

@@ -489,7 +489,7 @@ func (p *Proxy) Reload(cfg Config) (needRestart []string, err error) {
 		"server_connect_timeout": old.ServerConnectTimeout != cfg.ServerConnectTimeout,
 		"server_idle_timeout":    old.ServerIdleTimeout != cfg.ServerIdleTimeout, "server_lifetime": old.ServerLifetime != cfg.ServerLifetime,
 		"server_password": old.ServerPassword != cfg.ServerPassword, "server_tls": old.ServerTLS != cfg.ServerTLS || old.ServerCAFile != cfg.ServerCAFile,
-		"monitor_user": old.MonitorUser != cfg.MonitorUser || old.MonitorPassword != cfg.MonitorPassword || old.MonitorDatabase != cfg.MonitorDatabase,
+		"monitor_user":    old.MonitorUser != cfg.MonitorUser || old.MonitorPassword != cfg.MonitorPassword || old.MonitorDatabase != cfg.MonitorDatabase,
 		"write_functions": !slices.Equal(old.WriteFunctions, cfg.WriteFunctions), "max_message_size": old.MaxMessageSize != cfg.MaxMessageSize,
 		"lag_sample_interval": old.LagSampleInterval != cfg.LagSampleInterval, "max_replica_lag": old.MaxReplicaLag != cfg.MaxReplicaLag,
 		"default_consistency": old.DefaultConsistency != cfg.DefaultConsistency || old.DefaultMaxStaleness != cfg.DefaultMaxStaleness ||

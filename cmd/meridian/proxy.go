@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -51,7 +52,23 @@ func newProxyCmd() *cobra.Command {
 					}
 				}
 			}()
-			return p.Run(cmd.Context())
+			p.SetReloadSource(func() (proxy.Config, error) { return proxy.LoadConfig(configPath) })
+			// SIGTERM: stop accepting, let transactions finish for shutdown_timeout, then end the rest
+			// with 57P01. SIGINT: the same, with at most a second's grace.
+			stopSigs := make(chan os.Signal, 2)
+			signal.Notify(stopSigs, os.Interrupt, syscall.SIGTERM)
+			defer signal.Stop(stopSigs)
+			grace := func() time.Duration {
+				select {
+				case s := <-stopSigs:
+					if s == os.Interrupt {
+						return min(time.Second, cfg.ShutdownTimeout)
+					}
+				case <-time.After(100 * time.Millisecond):
+				}
+				return cfg.ShutdownTimeout
+			}
+			return p.RunUntil(cmd.Context(), grace)
 		},
 	}
 	cmd.Flags().StringVar(&configPath, "config", "", "YAML configuration file (required)")

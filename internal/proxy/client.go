@@ -3,6 +3,7 @@ package proxy
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -10,8 +11,10 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/meridiandb/meridian/internal/classify"
@@ -51,6 +54,18 @@ type client struct {
 	mu  sync.Mutex  // guards cur, which cancel requests read
 	cur *serverConn // the server connection in use, if any
 
+	// Set once at the start, read by the admin console.
+	ctx         context.Context // ends when the session ends or is terminated
+	cancel      context.CancelFunc
+	connectedAt time.Time
+	tls         bool
+	// Updated by the session, read by the admin console.
+	waiting     atomic.Pointer[pool]     // the pool the client waits for a connection from
+	waitSince   atomic.Int64             // since when (UnixNano)
+	lastRequest atomic.Int64             // start of the last transaction (UnixNano)
+	pinnedShown atomic.Value             // string: the node the client is pinned to
+	killed      atomic.Pointer[pgError] // terminate: the FATAL error the session ends with
+
 	pools      map[string]*pool       // node → this client's (user, database) pool there, cached
 	held       map[string]*serverConn // session mode and pins: node → connection kept for the session
 	pinnedNode string                 // non-empty when pinned: every statement goes to held[pinnedNode]
@@ -82,7 +97,9 @@ type prepStmt struct {
 
 func newClient(p *Proxy, conn net.Conn) *client {
 	rawConn := newRawIO(conn)
-	return &client{
+	_, isTLS := conn.(*tls.Conn)
+	ctx, cancel := context.WithCancel(p.ctx)
+	return &client{ctx: ctx, cancel: cancel, connectedAt: time.Now(), tls: isTLS,
 		p: p, conn: conn, rd: newMsgReader(rawConn, 16<<10, p.cfg.MaxMessageSize), wr: bufio.NewWriterSize(rawConn, 16<<10),
 		log: p.log, routeMode: "auto", stmts: map[string]*prepStmt{}, held: map[string]*serverConn{},
 		pools: map[string]*pool{}, txStatus: 'I',
@@ -111,6 +128,7 @@ func (p *Proxy) serveClient(raw net.Conn) {
 		return
 	}
 	c := newClient(p, conn)
+	defer c.cancel()
 	c.log = p.log.With("remote", conn.RemoteAddr().String())
 	c.user, c.database = st.user, st.database
 	c.setDefaults(p.cfg.SessionDefaults(st.user, st.database))
@@ -145,6 +163,13 @@ func (p *Proxy) serveClient(raw net.Conn) {
 	defer p.unregister(c)
 	ctx, cancel := context.WithTimeout(p.ctx, p.cfg.QueryWaitTimeout+p.cfg.ServerConnectTimeout)
 	err = c.authenticate(ctx, st)
+	if err == nil && st.database == AdminDatabase {
+		cancel()
+		if err := c.serveAdmin(st); err != nil && !errors.Is(err, errClientGone) && !errors.Is(err, io.EOF) {
+			c.log.Debug("admin session ended", "err", err)
+		}
+		return
+	}
 	if err == nil {
 		err = c.login(ctx, st)
 	}
@@ -183,8 +208,18 @@ func sqlstateClass(code string) string {
 // loop reads and serves client messages until the client leaves.
 func (c *client) loop() error {
 	for {
+		if err := c.shouldEnd(); err != nil {
+			return err
+		}
 		typ, msg, err := c.rd.next()
 		if err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) && (c.p.draining.Load() || c.killed.Load() != nil) {
+				if err := c.shouldEnd(); err != nil {
+					return err
+				}
+				_ = c.conn.SetReadDeadline(time.Time{}) // in a transaction: it may finish
+				continue
+			}
 			if errors.Is(err, io.EOF) {
 				return errClientGone
 			}
@@ -216,6 +251,39 @@ func (c *client) loop() error {
 			return err
 		}
 	}
+}
+
+// shouldEnd ends the session when it was terminated, or when the proxy is shutting down and the
+// session is not in a transaction: it sends the FATAL error and returns errClientGone.
+func (c *client) shouldEnd() error {
+	pe := c.killed.Load()
+	if pe == nil && c.p.draining.Load() && c.txStatus == 'I' && c.cur == nil {
+		pe = &pgError{Code: codeAdminShutdown, Message: "terminating connection because the proxy is shutting down"}
+	}
+	if pe == nil {
+		return nil
+	}
+	_ = c.wr.Flush()
+	c.fatal(pe)
+	return errClientGone
+}
+
+// wake interrupts the session's wait for its client's next message, so that it looks at the
+// shutdown and kill flags.
+func (c *client) wake() { _ = c.conn.SetReadDeadline(time.Now()) }
+
+// terminate ends the session from another goroutine (KILL, shutdown timeout): the session sends pe
+// and closes; a statement running on a server is abandoned (its connection closed, so the server
+// rolls it back).
+func (c *client) terminate(pe *pgError) {
+	c.killed.Store(pe)
+	c.cancel()
+	c.wake()
+	c.mu.Lock()
+	if c.cur != nil {
+		_ = c.cur.conn.SetDeadline(time.Now()) // the session sees its statement fail and drops the connection
+	}
+	c.mu.Unlock()
 }
 
 // ---- session state ----
@@ -349,14 +417,28 @@ func (c *client) checkout(t target) (*serverConn, error) {
 		pl = c.p.pool(t.node, c.user, c.database)
 		c.pools[t.node.Name] = pl
 	}
+	if held, _ := c.p.pauses.holds(c.database); held {
+		// PAUSE: new transactions wait, holding no server connection, until RESUME.
+		c.waiting.Store(pl)
+		c.waitSince.Store(time.Now().UnixNano())
+		err := c.p.pauses.wait(c.ctx, c.database)
+		c.waiting.Store(nil)
+		if err != nil {
+			return nil, c.ended(err)
+		}
+	}
+	c.lastRequest.Store(time.Now().UnixNano())
 	sc := pl.tryIdle() // the common case, without a timer
 	if sc == nil {
-		ctx, cancel := context.WithTimeout(c.p.ctx, c.p.cfg.QueryWaitTimeout+c.p.cfg.ServerConnectTimeout)
+		c.waiting.Store(pl)
+		c.waitSince.Store(time.Now().UnixNano())
+		ctx, cancel := context.WithTimeout(c.ctx, c.p.cfg.QueryWaitTimeout+c.p.cfg.ServerConnectTimeout)
 		var err error
 		sc, err = pl.acquire(ctx)
 		cancel()
+		c.waiting.Store(nil)
 		if err != nil {
-			return nil, err
+			return nil, c.ended(err)
 		}
 	}
 	pl.active.Inc()
@@ -367,6 +449,14 @@ func (c *client) checkout(t target) (*serverConn, error) {
 		return nil, err
 	}
 	return sc, nil
+}
+
+// ended turns a wait cut short by terminate into the session's error.
+func (c *client) ended(err error) error {
+	if pe := c.killed.Load(); pe != nil {
+		return pe
+	}
+	return err
 }
 
 func (c *client) setCur(sc *serverConn) {
@@ -386,6 +476,7 @@ func (c *client) releaseCur() {
 		delete(c.held, sc.pool.key.node)
 		if c.pinnedNode == sc.pool.key.node {
 			c.pinnedNode = ""
+			c.pinnedShown.Store("")
 		}
 		sc.pool.active.Dec()
 		sc.pool.release(sc)
@@ -666,6 +757,7 @@ func (c *client) settle(sc *serverConn, res classify.Result, out relayResult) {
 	}
 	if res.Pin != classify.PinNone && !out.failed && c.p.cfg.PoolMode == PoolTransaction && c.pinnedNode == "" {
 		c.pinnedNode = sc.pool.key.node
+		c.pinnedShown.Store(c.pinnedNode)
 		c.p.metrics.pins.WithLabelValues(res.Pin.String()).Inc()
 		c.log.Debug("client pinned to a server connection", "node", c.pinnedNode, "reason", res.Pin.String())
 	}

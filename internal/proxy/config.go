@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -88,6 +89,10 @@ type Config struct {
 	ConsistencyOverrides []ConsistencyOverride `yaml:"consistency_overrides"`
 	// Auth is client authentication (rules, auth file, auth query).
 	Auth AuthConfig `yaml:"auth"`
+	// AdminUsers may connect to the admin console (database "meridian"), authenticated by the rules.
+	AdminUsers []string `yaml:"admin_users"`
+	// ShutdownTimeout is how long SIGTERM (or SHUTDOWN) lets running transactions finish (default 30s).
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 	// ClientTLS is TLS between clients and the proxy.
 	ClientTLS ClientTLSConfig `yaml:"client_tls"`
 	// ServerTLS is TLS to the servers: disable (default), require or verify-full (with ServerCAFile).
@@ -152,6 +157,7 @@ func DefaultConfig() Config {
 		DefaultConsistency:   "session",
 		DefaultMaxStaleness:  time.Second,
 		ConsistencyMaxWait:   time.Second,
+		ShutdownTimeout:      30 * time.Second,
 	}
 }
 
@@ -322,6 +328,9 @@ func (c *Config) Validate() error {
 	if c.MonitorUser == "" {
 		bad("monitor_user", "is required")
 	}
+	if c.ShutdownTimeout < 0 {
+		bad("shutdown_timeout", "must not be negative, got %v", c.ShutdownTimeout)
+	}
 	c.Auth.validate(bad)
 	c.ClientTLS.validate(bad)
 	switch c.ServerTLS {
@@ -337,4 +346,82 @@ func (c *Config) Validate() error {
 		bad("max_message_size", "must be between 64 KiB and 1 GiB, got %d", c.MaxMessageSize)
 	}
 	return errors.Join(errs...)
+}
+
+// configEntry is one top-level key for SHOW CONFIG.
+type configEntry struct{ key, value, def, reloadable string }
+
+// reloadableKeys apply on SIGHUP and RELOAD; every other key needs a restart.
+var reloadableKeys = map[string]bool{"auth": true, "client_tls": true}
+
+// secretKeys are shown masked.
+var secretKeys = map[string]bool{"server_password": true, "monitor_password": true}
+
+// entries lists the configuration's top-level keys with their values and defaults, secrets masked.
+func (c *Config) entries(def Config) []configEntry {
+	flat := func(cfg Config) map[string]string {
+		cfg.Auth.QueryPassword = mask(cfg.Auth.QueryPassword)
+		var m map[string]any
+		b, _ := yaml.Marshal(cfg)
+		_ = yaml.Unmarshal(b, &m)
+		out := map[string]string{}
+		for k, v := range m {
+			if secretKeys[k] {
+				if s, _ := v.(string); s != "" {
+					v = "********"
+				}
+			}
+			out[k] = compactYAML(v)
+		}
+		return out
+	}
+	cur, d := flat(*c), flat(def)
+	keys := make([]string, 0, len(cur))
+	for k := range cur {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	entries := make([]configEntry, 0, len(keys))
+	for _, k := range keys {
+		r := "no (restart)"
+		if reloadableKeys[k] {
+			r = "yes (SIGHUP, RELOAD)"
+		}
+		entries = append(entries, configEntry{k, cur[k], d[k], r})
+	}
+	return entries
+}
+
+func mask(s string) string {
+	if s == "" {
+		return ""
+	}
+	return "********"
+}
+
+// compactYAML renders a value on one line (flow style).
+func compactYAML(v any) string {
+	switch v.(type) {
+	case nil:
+		return ""
+	case string, int, bool, float64:
+		return fmt.Sprint(v)
+	}
+	var n yaml.Node
+	if err := n.Encode(v); err != nil {
+		return fmt.Sprint(v)
+	}
+	setFlow(&n)
+	b, err := yaml.Marshal(&n)
+	if err != nil {
+		return fmt.Sprint(v)
+	}
+	return strings.TrimSpace(string(b))
+}
+
+func setFlow(n *yaml.Node) {
+	n.Style |= yaml.FlowStyle
+	for _, c := range n.Content {
+		setFlow(c)
+	}
 }

@@ -22,6 +22,10 @@ const (
 	codeAdminShutdown        = "57P01"
 	codeInvalidAuthorization = "28000"
 	codeInvalidPassword      = "28P01"
+	codeObjectNotInState     = "55000"
+	codeConfigFile           = "F0000"
+	codeUndefinedObject      = "42704"
+	codeSyntaxError          = "42601"
 )
 
 // pgError is an error the proxy reports to a client as an ErrorResponse.

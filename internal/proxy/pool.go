@@ -32,6 +32,7 @@ type serverConn struct {
 
 	// Owned by whoever holds the connection (a client, or the pool while idle).
 	prepared map[string]bool // internal statement names prepared on this connection
+	gen      uint64          // the pool's generation when it was dialed (RECONNECT bumps it)
 	stateKey uint64          // the client session state (SETs) currently applied; 0 = server defaults
 	broken   bool            // unusable: close instead of returning to the pool
 	created  time.Time
@@ -222,6 +223,7 @@ type pool struct {
 	open    int                      // connections open or being dialed
 	waiters []chan *serverConn       // FIFO of clients waiting for a connection; nil handed = "dial one"
 	conns   map[*serverConn]struct{} // every open connection, idle or lent
+	gen     uint64                   // RECONNECT: connections of older generations are closed when returned
 	params  map[string]string        // ParameterStatus of the first connection, for client logins
 }
 
@@ -396,6 +398,7 @@ func (pl *pool) dial(ctx context.Context) (*serverConn, error) {
 		pl.conns = map[*serverConn]struct{}{}
 	}
 	pl.conns[sc] = struct{}{}
+	sc.gen = pl.gen
 	pl.mu.Unlock()
 	pl.p.metrics.serversOpen.WithLabelValues(pl.key.node).Inc()
 	return sc, nil
@@ -404,12 +407,13 @@ func (pl *pool) dial(ctx context.Context) (*serverConn, error) {
 // release returns a connection: to a waiting client first, else to the idle list. Broken
 // connections are closed and their slot given to a waiter.
 func (pl *pool) release(sc *serverConn) {
-	if sc.broken {
+	pl.mu.Lock()
+	if sc.broken || sc.gen != pl.gen {
+		pl.mu.Unlock()
 		pl.discard(sc)
 		return
 	}
 	sc.lastUsed = time.Now()
-	pl.mu.Lock()
 	if len(pl.waiters) > 0 {
 		ch := pl.waiters[0]
 		pl.waiters = pl.waiters[1:]

@@ -29,6 +29,12 @@ type Proxy struct {
 	global     *globalPosition // the primary's WAL position for reads in global mode
 	auth       *authenticator
 	tls        *tlsServer
+	pauses     *pauses
+
+	reloadSource atomic.Pointer[func() (Config, error)] // SetReloadSource
+
+	draining     atomic.Bool // Shutdown began: sessions end once out of a transaction
+	shutdownOnce sync.Once
 	classifier *classify.Classifier
 	metrics    *metrics
 
@@ -77,6 +83,7 @@ func New(cfg Config, log *slog.Logger) (*Proxy, error) {
 		return nil, err
 	}
 	p.auth = auth
+	p.pauses = newPauses()
 	if p.tls, err = newTLSServer(cfg.ClientTLS); err != nil {
 		return nil, err
 	}
@@ -108,13 +115,53 @@ func (p *Proxy) Start() error {
 	return nil
 }
 
-// Run starts the proxy and serves until ctx ends, then closes it.
+// Run starts the proxy and serves until ctx ends, then shuts down gracefully (shutdown_timeout).
 func (p *Proxy) Run(ctx context.Context) error {
+	return p.RunUntil(ctx, func() time.Duration { return p.cfg.ShutdownTimeout })
+}
+
+// RunUntil is Run with the shutdown's grace period decided when ctx ends (SIGTERM and SIGINT differ).
+func (p *Proxy) RunUntil(ctx context.Context, grace func() time.Duration) error {
 	if err := p.Start(); err != nil {
 		return err
 	}
-	<-ctx.Done()
+	select {
+	case <-ctx.Done():
+		p.Shutdown(grace())
+	case <-p.ctx.Done(): // SHUTDOWN from the admin console
+	}
 	return p.Close()
+}
+
+// Shutdown stops accepting clients, lets running transactions finish for up to timeout (sessions end
+// with SQLSTATE 57P01 as soon as they are out of a transaction), then ends the remaining sessions with
+// 57P01 and closes everything.
+func (p *Proxy) Shutdown(timeout time.Duration) {
+	p.shutdownOnce.Do(func() {
+		p.log.Info("shutting down: no new clients, waiting for running transactions", "timeout", timeout)
+		if p.ln != nil {
+			p.ln.Close()
+		}
+		p.draining.Store(true)
+		for _, c := range p.clientList() {
+			c.wake()
+		}
+		deadline := time.Now().Add(timeout)
+		for len(p.clientList()) > 0 && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		if left := p.clientList(); len(left) > 0 {
+			p.log.Warn("shutdown timeout: terminating the sessions still in a transaction", "clients", len(left))
+			for _, c := range left {
+				c.terminate(&pgError{Code: codeAdminShutdown, Message: "terminating connection because the proxy is shutting down",
+					Detail: "the transaction in progress was rolled back"})
+			}
+			for end := time.Now().Add(time.Second); len(p.clientList()) > 0 && time.Now().Before(end); {
+				time.Sleep(10 * time.Millisecond)
+			}
+		}
+		p.Close()
+	})
 }
 
 // Addr is the address clients connect to.
@@ -456,6 +503,10 @@ func constantTimeEqual(a, b []byte) bool {
 	}
 	return v == 0
 }
+
+// SetReloadSource gives the admin console's RELOAD the configuration to apply (typically: read the
+// configuration file again).
+func (p *Proxy) SetReloadSource(f func() (Config, error)) { p.reloadSource.Store(&f) }
 
 // Reload applies a new configuration without dropping connections: the client TLS certificate, key
 // and CA files (read again even when their names did not change), the auth rules and the auth file.

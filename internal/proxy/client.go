@@ -60,10 +60,10 @@ type client struct {
 	connectedAt time.Time
 	tls         bool
 	// Updated by the session, read by the admin console.
-	waiting     atomic.Pointer[pool]     // the pool the client waits for a connection from
-	waitSince   atomic.Int64             // since when (UnixNano)
-	lastRequest atomic.Int64             // start of the last transaction (UnixNano)
-	pinnedShown atomic.Value             // string: the node the client is pinned to
+	waiting     atomic.Pointer[pool]    // the pool the client waits for a connection from
+	waitSince   atomic.Int64            // since when (UnixNano)
+	lastRequest atomic.Int64            // start of the last transaction (UnixNano)
+	pinnedShown atomic.Value            // string: the node the client is pinned to
 	killed      atomic.Pointer[pgError] // terminate: the FATAL error the session ends with
 
 	pools      map[string]*pool       // node → this client's (user, database) pool there, cached

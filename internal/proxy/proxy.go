@@ -22,21 +22,21 @@ import (
 
 // Proxy is one running proxy. Create it with New, start it with Start (or Run), stop it with Close.
 type Proxy struct {
-	cfg        Config
-	log        *slog.Logger
-	disc       *poller
-	lag        *lagMonitor
-	global     *globalPosition // the primary's WAL position for reads in global mode
-	auth       *authenticator
-	tls        *tlsServer
-	pauses     *pauses
+	cfg    Config
+	log    *slog.Logger
+	disc   *poller
+	lag    *lagMonitor
+	global *globalPosition // the primary's WAL position for reads in global mode
+	auth   *authenticator
+	tls    *tlsServer
+	pauses *pauses
 
 	reloadSource atomic.Pointer[func() (Config, error)] // SetReloadSource
 
 	draining     atomic.Bool // Shutdown began: sessions end once out of a transaction
 	shutdownOnce sync.Once
-	classifier *classify.Classifier
-	metrics    *metrics
+	classifier   *classify.Classifier
+	metrics      *metrics
 
 	ln      net.Listener
 	httpLn  net.Listener

@@ -96,7 +96,7 @@ type prepStmt struct {
 }
 
 func newClient(p *Proxy, conn net.Conn) *client {
-	rawConn := newRawIO(conn)
+	rawConn := clientIO(conn, p.cfg.ClientWriteTimeout)
 	_, isTLS := conn.(*tls.Conn)
 	ctx, cancel := context.WithCancel(p.ctx)
 	return &client{ctx: ctx, cancel: cancel, connectedAt: time.Now(), tls: isTLS,
@@ -115,8 +115,8 @@ func (c *client) setDefaults(d SessionDefaults) {
 func (p *Proxy) serveClient(raw net.Conn) {
 	if tc, ok := raw.(*net.TCPConn); ok {
 		_ = tc.SetNoDelay(true)
-		_ = tc.SetKeepAlive(true)
 	}
+	p.cfg.TCPKeepalive.apply(raw)
 	st, conn, err := p.readStartup(raw)
 	defer conn.Close() // the TLS layer, when there is one, closes the socket under it
 	if err != nil || st == nil {
@@ -180,7 +180,12 @@ func (p *Proxy) serveClient(raw net.Conn) {
 	}
 	defer c.releaseAll()
 	if err := c.loop(); err != nil && !errors.Is(err, errClientGone) && !errors.Is(err, net.ErrClosed) {
-		c.log.Debug("client session ended", "err", err)
+		c.log.Info("client session ended", "err", err)
+		if tc, ok := raw.(*net.TCPConn); ok && errors.Is(err, os.ErrDeadlineExceeded) {
+			// The client stopped reading (client_write_timeout): reset the connection rather than
+			// leave megabytes queued for a peer that does not read.
+			_ = tc.SetLinger(0)
+		}
 	}
 }
 
@@ -211,14 +216,26 @@ func (c *client) loop() error {
 		if err := c.shouldEnd(); err != nil {
 			return err
 		}
+		idleLimit := c.idleLimit()
 		typ, msg, err := c.rd.next()
+		if idleLimit > 0 {
+			_ = c.conn.SetReadDeadline(time.Time{})
+		}
 		if err != nil {
 			if errors.Is(err, os.ErrDeadlineExceeded) && (c.p.draining.Load() || c.killed.Load() != nil) {
 				if err := c.shouldEnd(); err != nil {
 					return err
 				}
-				_ = c.conn.SetReadDeadline(time.Time{}) // in a transaction: it may finish
-				continue
+				continue // in a transaction: it may finish
+			}
+			if errors.Is(err, os.ErrDeadlineExceeded) && idleLimit > 0 {
+				c.log.Info("client idle for too long: disconnected", "in_transaction", c.txStatus != 'I', "limit", idleLimit)
+				if c.txStatus != 'I' {
+					c.fatal(&pgError{Code: "25P03", Message: fmt.Sprintf("terminating connection due to idle-in-transaction timeout (idle_transaction_timeout %v in the proxy)", idleLimit)})
+				} else {
+					c.fatal(&pgError{Code: "57P05", Message: fmt.Sprintf("terminating connection due to idle-session timeout (client_idle_timeout %v in the proxy)", idleLimit)})
+				}
+				return errClientGone
 			}
 			if errors.Is(err, io.EOF) {
 				return errClientGone
@@ -251,6 +268,23 @@ func (c *client) loop() error {
 			return err
 		}
 	}
+}
+
+// idleLimit arms the read deadline for the wait for the client's next message when
+// client_idle_timeout or idle_transaction_timeout applies, and returns it (0: none).
+func (c *client) idleLimit() time.Duration {
+	limit := c.p.cfg.ClientIdleTimeout
+	if c.txStatus != 'I' || c.cur != nil {
+		limit = c.p.cfg.IdleTransactionTimeout
+	}
+	if limit <= 0 || c.rd.buffered() > 0 {
+		return 0
+	}
+	_ = c.conn.SetReadDeadline(time.Now().Add(limit))
+	if c.p.draining.Load() || c.killed.Load() != nil {
+		c.wake() // a shutdown or kill that woke the session just before the deadline was armed
+	}
+	return limit
 }
 
 // shouldEnd ends the session when it was terminated, or when the proxy is shutting down and the

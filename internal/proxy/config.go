@@ -89,6 +89,16 @@ type Config struct {
 	ConsistencyOverrides []ConsistencyOverride `yaml:"consistency_overrides"`
 	// Auth is client authentication (rules, auth file, auth query).
 	Auth AuthConfig `yaml:"auth"`
+	// ClientIdleTimeout closes client connections idle (outside a transaction) for longer (0: never).
+	ClientIdleTimeout time.Duration `yaml:"client_idle_timeout"`
+	// IdleTransactionTimeout closes client connections idle inside a transaction for longer, rolling
+	// the transaction back (0: never).
+	IdleTransactionTimeout time.Duration `yaml:"idle_transaction_timeout"`
+	// ClientWriteTimeout disconnects a client that has not read what the proxy sends it for this long,
+	// freeing the server connection it holds (default 60s; 0: never).
+	ClientWriteTimeout time.Duration `yaml:"client_write_timeout"`
+	// TCPKeepalive configures keepalive probes on client and server sockets.
+	TCPKeepalive TCPKeepalive `yaml:"tcp_keepalive"`
 	// AdminUsers may connect to the admin console (database "meridian"), authenticated by the rules.
 	AdminUsers []string `yaml:"admin_users"`
 	// ShutdownTimeout is how long SIGTERM (or SHUTDOWN) lets running transactions finish (default 30s).
@@ -107,6 +117,23 @@ type ConsistencyOverride struct {
 	Consistency  string         `yaml:"consistency"`   // empty: default_consistency
 	MaxStaleness *time.Duration `yaml:"max_staleness"` // nil: default_max_staleness
 	MaxWait      *time.Duration `yaml:"max_wait"`      // nil: consistency_max_wait
+}
+
+// TCPKeepalive is the keepalive configuration of client and server sockets.
+type TCPKeepalive struct {
+	Enabled  bool          `yaml:"enabled"`
+	Idle     time.Duration `yaml:"idle"`     // idle time before the first probe
+	Interval time.Duration `yaml:"interval"` // between probes
+	Count    int           `yaml:"count"`    // unanswered probes before the connection is dropped
+}
+
+// apply sets the keepalive options on a TCP connection.
+func (k TCPKeepalive) apply(conn net.Conn) {
+	tc, ok := conn.(*net.TCPConn)
+	if !ok {
+		return
+	}
+	_ = tc.SetKeepAliveConfig(net.KeepAliveConfig{Enable: k.Enabled, Idle: k.Idle, Interval: k.Interval, Count: k.Count})
 }
 
 // SessionDefaults are a session's read consistency settings before it changes them.
@@ -158,6 +185,8 @@ func DefaultConfig() Config {
 		DefaultMaxStaleness:  time.Second,
 		ConsistencyMaxWait:   time.Second,
 		ShutdownTimeout:      30 * time.Second,
+		ClientWriteTimeout:   time.Minute,
+		TCPKeepalive:         TCPKeepalive{Enabled: true, Idle: 15 * time.Second, Interval: 15 * time.Second, Count: 4},
 	}
 }
 
@@ -328,8 +357,14 @@ func (c *Config) Validate() error {
 	if c.MonitorUser == "" {
 		bad("monitor_user", "is required")
 	}
-	if c.ShutdownTimeout < 0 {
-		bad("shutdown_timeout", "must not be negative, got %v", c.ShutdownTimeout)
+	for key, d := range map[string]time.Duration{"shutdown_timeout": c.ShutdownTimeout, "client_idle_timeout": c.ClientIdleTimeout,
+		"idle_transaction_timeout": c.IdleTransactionTimeout, "client_write_timeout": c.ClientWriteTimeout} {
+		if d < 0 {
+			bad(key, "must not be negative (0 disables it), got %v", d)
+		}
+	}
+	if c.TCPKeepalive.Enabled && (c.TCPKeepalive.Idle < time.Second || c.TCPKeepalive.Interval < time.Second || c.TCPKeepalive.Count < 1) {
+		bad("tcp_keepalive", "idle and interval must be at least 1s and count at least 1, got %+v", c.TCPKeepalive)
 	}
 	c.Auth.validate(bad)
 	c.ClientTLS.validate(bad)

@@ -82,9 +82,8 @@ func dialServer(ctx context.Context, cfg *Config, address, user, database string
 	}
 	if tc, ok := h.Conn.(*net.TCPConn); ok {
 		_ = tc.SetNoDelay(true)
-		_ = tc.SetKeepAlive(true)
-		_ = tc.SetKeepAlivePeriod(15 * time.Second)
 	}
+	cfg.TCPKeepalive.apply(h.Conn)
 	now := time.Now()
 	rw := newRawIO(h.Conn)
 	return &serverConn{

@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"syscall"
+	"time"
 	"unsafe"
 )
 
@@ -29,6 +30,11 @@ type rawIO struct {
 	rerrno, werrno syscall.Errno
 	readFn         func(fd uintptr) bool
 	writeFn        func(fd uintptr) bool
+
+	// stall, when set, bounds how long one Write may wait for the peer to read (client_write_timeout):
+	// the deadline is armed only when the socket is full, so the common case costs nothing.
+	stall   time.Duration
+	stalled bool // the write deadline is armed
 }
 
 // newRawIO returns conn's raw reader/writer, or conn itself when it has no file descriptor (a TLS
@@ -87,6 +93,10 @@ func (r *rawIO) Write(p []byte) (int, error) {
 	err := r.rc.Write(r.writeFn)
 	n, errno := r.wn, r.werrno
 	r.wbuf = nil
+	if r.stalled {
+		r.stalled = false
+		_ = r.conn.SetWriteDeadline(time.Time{})
+	}
 	switch {
 	case err != nil:
 		return n, err
@@ -106,6 +116,10 @@ func (r *rawIO) writeAll(fd uintptr) bool {
 			r.wn += int(m)
 		case syscall.EINTR:
 		case syscall.EAGAIN:
+			if r.stall > 0 && !r.stalled {
+				r.stalled = true
+				_ = r.conn.SetWriteDeadline(time.Now().Add(r.stall))
+			}
 			return false
 		default:
 			r.werrno = e
@@ -118,4 +132,28 @@ func (r *rawIO) writeAll(fd uintptr) bool {
 // opError wraps a failed system call as net.Conn would.
 func (r *rawIO) opError(op string, errno syscall.Errno) error {
 	return &net.OpError{Op: op, Net: "tcp", Source: r.conn.LocalAddr(), Addr: r.conn.RemoteAddr(), Err: os.NewSyscallError(op, errno)}
+}
+
+// deadlineWriter bounds every Write to conn (a TLS connection, which has no raw socket to watch).
+type deadlineWriter struct {
+	net.Conn
+	timeout time.Duration
+}
+
+func (w deadlineWriter) Write(p []byte) (int, error) {
+	_ = w.SetWriteDeadline(time.Now().Add(w.timeout))
+	return w.Conn.Write(p)
+}
+
+// clientIO returns the reader/writer of a client connection, with client_write_timeout applied.
+func clientIO(conn net.Conn, writeTimeout time.Duration) io.ReadWriter {
+	rw := newRawIO(conn)
+	if writeTimeout <= 0 {
+		return rw
+	}
+	if r, ok := rw.(*rawIO); ok {
+		r.stall = writeTimeout
+		return r
+	}
+	return deadlineWriter{Conn: conn, timeout: writeTimeout}
 }

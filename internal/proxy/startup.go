@@ -9,6 +9,7 @@ import (
 	"net"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5/pgproto3"
 )
@@ -120,6 +121,9 @@ func parseStartup(b []byte) (*startup, error) {
 		}
 		if v, b, err = cstring(b); err != nil {
 			return nil, newError(codeProtocolViolation, "invalid startup packet: missing value for %q", k)
+		}
+		if !utf8.ValidString(k) || !utf8.ValidString(v) {
+			return nil, &pgError{Severity: "FATAL", Code: "22021", Message: fmt.Sprintf("invalid byte sequence for encoding \"UTF8\" in startup parameter %q", strings.ToValidUTF8(k, "?"))}
 		}
 		if len(st.params) >= maxStartupParams {
 			return nil, newError(codeProtocolViolation, "invalid startup packet: more than %d parameters", maxStartupParams)

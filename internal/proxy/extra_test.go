@@ -85,4 +85,3 @@ func TestParameterStatusReachesTheClient(t *testing.T) {
 		t.Fatal("server_version was not reported at login")
 	}
 }
-

@@ -96,7 +96,7 @@ type prepStmt struct {
 }
 
 func newClient(p *Proxy, conn net.Conn) *client {
-	rawConn := clientIO(conn, p.cfg.ClientWriteTimeout)
+	rawConn := counted(clientIO(conn, p.cfg.ClientWriteTimeout), &p.bytes.clientIn, &p.bytes.clientOut)
 	_, isTLS := conn.(*tls.Conn)
 	ctx, cancel := context.WithCancel(p.ctx)
 	return &client{ctx: ctx, cancel: cancel, connectedAt: time.Now(), tls: isTLS,

@@ -99,6 +99,11 @@ type Config struct {
 	ClientWriteTimeout time.Duration `yaml:"client_write_timeout"`
 	// TCPKeepalive configures keepalive probes on client and server sockets.
 	TCPKeepalive TCPKeepalive `yaml:"tcp_keepalive"`
+	// Pprof serves Go's profiler under /debug/pprof/ on http_listen (default off).
+	Pprof bool `yaml:"pprof"`
+	// Readyz says what /readyz requires (default both): a known primary, and a node for reads. A
+	// proxy cut off from the primary can keep serving reads if primary is false.
+	Readyz ReadyzConfig `yaml:"readyz"`
 	// AdminUsers may connect to the admin console (database "meridian"), authenticated by the rules.
 	AdminUsers []string `yaml:"admin_users"`
 	// ShutdownTimeout is how long SIGTERM (or SHUTDOWN) lets running transactions finish (default 30s).
@@ -117,6 +122,12 @@ type ConsistencyOverride struct {
 	Consistency  string         `yaml:"consistency"`   // empty: default_consistency
 	MaxStaleness *time.Duration `yaml:"max_staleness"` // nil: default_max_staleness
 	MaxWait      *time.Duration `yaml:"max_wait"`      // nil: consistency_max_wait
+}
+
+// ReadyzConfig is what /readyz requires.
+type ReadyzConfig struct {
+	Primary bool `yaml:"primary"`
+	Reads   bool `yaml:"reads"`
 }
 
 // TCPKeepalive is the keepalive configuration of client and server sockets.
@@ -186,6 +197,7 @@ func DefaultConfig() Config {
 		ConsistencyMaxWait:   time.Second,
 		ShutdownTimeout:      30 * time.Second,
 		ClientWriteTimeout:   time.Minute,
+		Readyz:               ReadyzConfig{Primary: true, Reads: true},
 		TCPKeepalive:         TCPKeepalive{Enabled: true, Idle: 15 * time.Second, Interval: 15 * time.Second, Count: 4},
 	}
 }

@@ -34,8 +34,6 @@ type metrics struct {
 	errors              *prometheus.CounterVec
 	pins                *prometheus.CounterVec
 	poolWait            prometheus.Histogram
-	nodeUp              *prometheus.GaugeVec
-	nodePrimary         *prometheus.GaugeVec
 	replicaLag          *prometheus.GaugeVec
 	replicaLagBytes     *prometheus.GaugeVec
 	consistencyReads    *prometheus.CounterVec
@@ -78,10 +76,6 @@ func newMetrics(p *Proxy) *metrics {
 		poolWait: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "meridian_proxy_pool_wait_seconds",
 			Help:    "Time to obtain a server connection.",
 			Buckets: []float64{.00001, .0001, .0005, .001, .005, .01, .05, .1, .5, 1, 5, 10}}),
-		nodeUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "meridian_proxy_node_up",
-			Help: "1 if the node answered the last poll."}, []string{"node", "region"}),
-		nodePrimary: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "meridian_proxy_node_primary",
-			Help: "1 if the node is the primary writes are sent to."}, []string{"node", "region"}),
 	}
 	queryDuration := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "meridian_proxy_query_duration_seconds",
 		Help:    "Time from sending a statement (or extended-protocol batch) to a server until its answer is relayed, by kind (read or write).",
@@ -104,10 +98,13 @@ func newMetrics(p *Proxy) *metrics {
 			m.consistencyBound[[2]string{mode, outcome}] = m.consistencyReads.WithLabelValues(mode, outcome)
 		}
 	}
+	m.reloads.WithLabelValues("ok")
+	m.reloads.WithLabelValues("error")
+	reg.MustRegister(newScrapeCollector(p))
 	reg.MustRegister(queryDuration, m.reads, m.replicaLag, m.replicaLagBytes, m.consistencyReads, m.consistencyWait)
 	reg.MustRegister(m.clientsActive, m.clientsWaiting, m.clientsTotal, m.clientsRejected, m.authFailures, m.reloads, m.serversOpen,
 		m.serversActive, m.serverConnectErrors, m.queries, m.transactions, m.errors, m.pins, m.poolWait,
-		m.nodeUp, m.nodePrimary, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 
@@ -139,19 +136,4 @@ func (m *metrics) consistencyCounter(mode, outcome string) prometheus.Counter {
 func (m *metrics) observeConsistency(mode, outcome string, waited time.Duration) {
 	m.consistencyCounter(mode, outcome).Inc()
 	m.consistencyWait.Observe(waited.Seconds())
-}
-
-// observeSnapshot exports node states.
-func (m *metrics) observeSnapshot(s *Snapshot) {
-	for _, n := range s.Nodes {
-		up, primary := 0.0, 0.0
-		if n.Up {
-			up = 1
-		}
-		if n.Name == s.Primary {
-			primary = 1
-		}
-		m.nodeUp.WithLabelValues(n.Name, n.Region).Set(up)
-		m.nodePrimary.WithLabelValues(n.Name, n.Region).Set(primary)
-	}
 }

@@ -52,7 +52,7 @@ func splitAddr(addr string) (host, port string) {
 // dialServer connects and logs in as user: with the SCRAM keys the proxy learnt from that user's own
 // login when it has them (passthrough: no password anywhere), else with pgconn and the configured
 // server password (pgconn handles every authentication method and TLS). Then it takes the socket over.
-func dialServer(ctx context.Context, cfg *Config, address, user, database string, keys *scram.Keys) (*serverConn, error) {
+func dialServer(ctx context.Context, cfg *Config, address, user, database string, keys *scram.Keys, inBytes, outBytes *atomic.Uint64) (*serverConn, error) {
 	password, maxMsg := cfg.ServerPassword, cfg.MaxMessageSize
 	var h *pgconn.HijackedConn
 	if keys != nil {
@@ -85,7 +85,7 @@ func dialServer(ctx context.Context, cfg *Config, address, user, database string
 	}
 	cfg.TCPKeepalive.apply(h.Conn)
 	now := time.Now()
-	rw := newRawIO(h.Conn)
+	rw := counted(newRawIO(h.Conn), inBytes, outBytes)
 	return &serverConn{
 		conn: h.Conn, rd: newMsgReader(rw, 32<<10, maxMsg), wr: bufio.NewWriterSize(rw, 16<<10),
 		pid: h.PID, secret: h.SecretKey, params: h.ParameterStatuses,
@@ -379,7 +379,7 @@ func (pl *pool) dial(ctx context.Context) (*serverConn, error) {
 	if k, ok := pl.p.auth.serverKeys(pl.key.user); ok {
 		keys = &k
 	}
-	sc, err := dialServer(ctx, &pl.p.cfg, pl.address, pl.key.user, pl.key.database, keys)
+	sc, err := dialServer(ctx, &pl.p.cfg, pl.address, pl.key.user, pl.key.database, keys, &pl.p.bytes.serverIn, &pl.p.bytes.serverOut)
 	if err != nil {
 		pl.p.metrics.serverConnectErrors.WithLabelValues(pl.key.node).Inc()
 		var pe *pgconn.PgError

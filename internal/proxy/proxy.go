@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -33,6 +34,7 @@ type Proxy struct {
 
 	reloadSource atomic.Pointer[func() (Config, error)] // SetReloadSource
 
+	bytes        byteCounters
 	draining     atomic.Bool // Shutdown began: sessions end once out of a transaction
 	shutdownOnce sync.Once
 	classifier   *classify.Classifier
@@ -271,7 +273,6 @@ func (p *Proxy) acceptLoop() {
 func (p *Proxy) maintain() {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
-	var seen uint64
 	for {
 		select {
 		case <-p.ctx.Done():
@@ -289,10 +290,6 @@ func (p *Proxy) maintain() {
 				if n, ok := snap.Node(pl.key.node); ok && !n.Up {
 					pl.closeIdle() // the node is down: its idle connections are dead
 				}
-			}
-			if snap.Version != seen {
-				seen = snap.Version
-				p.metrics.observeSnapshot(snap)
 			}
 		}
 	}
@@ -411,6 +408,13 @@ func (p *Proxy) replicaTarget(snap *Snapshot) (target, error) {
 func (p *Proxy) httpHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(p.metrics.reg, promhttp.HandlerOpts{}))
+	if p.cfg.Pprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "ok")
 	})
@@ -420,12 +424,12 @@ func (p *Proxy) httpHandler() http.Handler {
 		for _, n := range snap.Nodes {
 			reads = reads || n.Up
 		}
-		if snap.Primary == "" || !reads {
+		if p.draining.Load() || (p.cfg.Readyz.Primary && snap.Primary == "") || (p.cfg.Readyz.Reads && !reads) {
 			w.WriteHeader(http.StatusServiceUnavailable)
-			fmt.Fprintf(w, "not ready: primary=%q, a node for reads=%v\n", snap.Primary, reads)
+			fmt.Fprintf(w, "not ready: primary=%q, a node for reads=%v, shutting down=%v\n", snap.Primary, reads, p.draining.Load())
 			return
 		}
-		fmt.Fprintf(w, "ready: primary %s\n", snap.Primary)
+		fmt.Fprintf(w, "ready: primary %q, a node for reads=%v\n", snap.Primary, reads)
 	})
 	return mux
 }

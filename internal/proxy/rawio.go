@@ -4,6 +4,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -35,6 +36,16 @@ type rawIO struct {
 	// the deadline is armed only when the socket is full, so the common case costs nothing.
 	stall   time.Duration
 	stalled bool // the write deadline is armed
+
+	in, out *atomic.Uint64 // byte counters (meridian_proxy_bytes_total), when set
+}
+
+// counted makes rw count its bytes into in and out (rw is a *rawIO, or a plain net.Conn, not counted).
+func counted(rw io.ReadWriter, in, out *atomic.Uint64) io.ReadWriter {
+	if r, ok := rw.(*rawIO); ok {
+		r.in, r.out = in, out
+	}
+	return rw
 }
 
 // newRawIO returns conn's raw reader/writer, or conn itself when it has no file descriptor (a TLS
@@ -69,6 +80,9 @@ func (r *rawIO) Read(p []byte) (int, error) {
 	case n == 0:
 		return 0, io.EOF
 	}
+	if r.in != nil {
+		r.in.Add(uint64(n))
+	}
 	return n, nil
 }
 
@@ -96,6 +110,9 @@ func (r *rawIO) Write(p []byte) (int, error) {
 	if r.stalled {
 		r.stalled = false
 		_ = r.conn.SetWriteDeadline(time.Time{})
+	}
+	if r.out != nil {
+		r.out.Add(uint64(n))
 	}
 	switch {
 	case err != nil:

@@ -387,7 +387,7 @@ func (p *Proxy) showPools() *table {
 		pl.mu.Unlock()
 		paused, _ := p.pauses.holds(pl.key.database)
 		t.add(pl.key.database, pl.key.user, active, waiting, open-idle, idle, 0, max(0, login),
-			int(maxwait.Seconds()), maxwait.Microseconds()%1_000_000, string(p.cfg.PoolMode), pl.key.node, p.cfg.PoolSize, paused)
+			int(maxwait.Seconds()), maxwait.Microseconds()%1_000_000, string(p.cfg.PoolMode), pl.key.node, p.poolSize.Load(), paused)
 	}
 	return t
 }

@@ -3,8 +3,10 @@ package proxy_test
 import (
 	"errors"
 	"net"
+	"os"
 	"os/exec"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -221,4 +223,80 @@ func TestGracefulShutdown(t *testing.T) {
 	if n != 2 {
 		t.Errorf("rows after shutdown: %d, want the committed transaction's 2 (the other rolled back)", n)
 	}
+}
+
+// TestReloadUnderPgbench: with pgbench running through the proxy (autocommit reads and writes),
+// reloads grow the pool, add a replica (reads start reaching it) and remove the first one (reads
+// leave it) — and pgbench finishes without a single failed transaction.
+func TestReloadUnderPgbench(t *testing.T) {
+	e := newEnv(t, envOptions{configure: func(c *proxy.Config) {
+		c.PoolSize = 2
+		c.AdminUsers = []string{"postgres"}
+	}})
+	ctx := pgtest.Context(t, 2*time.Minute)
+	bin := pgtest.Binaries(t)
+	prim := e.primary.Endpoint()
+	if out, err := exec.Command(bin.Path("pgbench"), "-i", "-q", "-s", "1", "-h", prim.Host, "-p", strconv.Itoa(prim.Port), "-U", "postgres", "postgres").CombinedOutput(); err != nil {
+		t.Fatalf("pgbench -i: %v\n%s", err, out)
+	}
+	// A second replica in the proxy's region, not yet in its configuration.
+	west2 := e.cluster.NewNode(t, "west2", nil)
+	if err := west2.Clone(ctx, prim); err != nil {
+		t.Fatal(err)
+	}
+	if err := west2.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := pgtest.WaitReplayed(ctx, west2, pgtest.CurrentLSN(t, e.primary)); err != nil {
+		t.Fatal(err)
+	}
+	script := t.TempDir() + "/mixed.sql"
+	if err := os.WriteFile(script, []byte("\\set aid random(1, 100000)\nSELECT abalance FROM pgbench_accounts WHERE aid = :aid;\nUPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid = :aid;\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	host, port, _ := net.SplitHostPort(e.proxy.Addr())
+	bench := exec.Command(bin.Path("pgbench"), "-n", "-c", "8", "-j", "2", "-T", "12", "-f", script, "-h", host, "-p", port, "-U", "postgres", "postgres")
+	var out []byte
+	var benchErr error
+	var wg sync.WaitGroup
+	wg.Go(func() { out, benchErr = bench.CombinedOutput() })
+	reads := func(node string) float64 {
+		return scrapeGauge(t, e.proxy.HTTPAddr(), `meridian_proxy_reads_total{node="`+node+`",route="local_replica"}`)
+	}
+	reload := func(cfg proxy.Config) {
+		t.Helper()
+		if restart, err := e.proxy.Reload(cfg); err != nil || len(restart) > 0 {
+			t.Fatalf("Reload: %v (need restart: %v)", err, restart)
+		}
+	}
+	time.Sleep(2 * time.Second)
+
+	cfg := e.cfg
+	cfg.PoolSize = 6
+	reload(cfg)
+	time.Sleep(1500 * time.Millisecond)
+	if pools := mustAdmin(t, e.proxy, "SHOW POOLS"); !strings.Contains(pools, "|primary|6|") {
+		t.Errorf("after the reload, SHOW POOLS does not show pool_size 6:\n%s", pools)
+	}
+
+	cfg.Nodes = append(slices.Clone(cfg.Nodes), proxy.NodeConfig{Name: "west2", Address: west2.Endpoint().String(), Region: "us-west-2"})
+	reload(cfg)
+	time.Sleep(2 * time.Second)
+	if n := reads("west2"); n == 0 {
+		t.Error("after adding west2, no read reached it")
+	}
+
+	cfg.Nodes = []proxy.NodeConfig{cfg.Nodes[0], cfg.Nodes[2]} // primary and west2: west leaves
+	reload(cfg)
+	time.Sleep(time.Second)
+	before := reads("west")
+	time.Sleep(1500 * time.Millisecond)
+	if after := reads("west"); after != before {
+		t.Errorf("reads still reach the removed replica west: %v → %v", before, after)
+	}
+	wg.Wait()
+	if benchErr != nil || !regexp.MustCompile(`number of failed transactions: 0 `).Match(out) {
+		t.Fatalf("pgbench across the reloads: %v\n%s", benchErr, out)
+	}
+	t.Logf("pgbench across three reloads:\n%s", out)
 }

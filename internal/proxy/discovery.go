@@ -72,8 +72,17 @@ type poller struct {
 	onNodeDown func(node, reason string)
 	lastFuncs  string // only touched by run's goroutine
 
-	mu    sync.Mutex // guards conns
-	conns map[string]*pgconn.PgConn
+	mu      sync.Mutex // guards conns and pending
+	conns   map[string]*pgconn.PgConn
+	pending []NodeConfig // a new node list (reload), applied by the next poll
+}
+
+// setNodes replaces the node list from the next poll on; nodes that stay keep their state.
+func (p *poller) setNodes(nodes []NodeConfig) {
+	p.mu.Lock()
+	p.pending = slices.Clone(nodes)
+	p.mu.Unlock()
+	p.Refresh()
 }
 
 func newPoller(cfg Config, log *slog.Logger) *poller {
@@ -118,6 +127,13 @@ func (p *poller) run(ctx context.Context) {
 // functions are re-read every tenth poll and on demand (kicked).
 func (p *poller) pollOnce(ctx context.Context, kicked bool) {
 	prev := p.Current()
+	p.mu.Lock()
+	pending := p.pending
+	p.pending = nil
+	p.mu.Unlock()
+	if pending != nil {
+		prev = p.withNodes(prev, pending)
+	}
 	next := make([]NodeState, len(prev.Nodes))
 	var wg sync.WaitGroup
 	for i, n := range prev.Nodes {
@@ -158,6 +174,35 @@ func (p *poller) pollOnce(ctx context.Context, kicked bool) {
 		p.refreshFunctions(ctx, snap.Primary)
 	}
 	p.snap.Store(snap)
+}
+
+// withNodes is prev with the node list replaced: nodes with the same name and address keep their
+// state, the others start unpolled; connections to nodes that left are closed.
+func (p *poller) withNodes(prev *Snapshot, nodes []NodeConfig) *Snapshot {
+	next := &Snapshot{Version: prev.Version + 1, Seq: prev.Seq, Primary: prev.Primary}
+	keep := map[string]bool{}
+	for _, n := range nodes {
+		st := NodeState{Name: n.Name, Region: n.Region, Address: n.Address, Err: "not polled yet"}
+		if o, ok := prev.Node(n.Name); ok && o.Address == n.Address {
+			st = o
+			st.Region = n.Region
+			keep[n.Name] = true
+		}
+		next.Nodes = append(next.Nodes, st)
+	}
+	if _, ok := next.Node(next.Primary); !ok {
+		next.Primary = ""
+	}
+	p.mu.Lock()
+	for name, c := range p.conns {
+		if !keep[name] {
+			c.Close(context.Background())
+			delete(p.conns, name)
+		}
+	}
+	p.mu.Unlock()
+	p.log.Info("node list changed", "nodes", len(nodes))
+	return next
 }
 
 // volatileFunctionsQuery lists user-defined VOLATILE functions and procedures: calling one may write.

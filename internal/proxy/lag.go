@@ -23,7 +23,13 @@ import (
 type lagMonitor struct {
 	cfg   Config
 	log   *slog.Logger
-	nodes []*lagNode // in configuration order
+	m     *metrics
+	nodes atomic.Pointer[[]*lagNode] // in configuration order; replaced on reload
+
+	runMu   sync.Mutex      // guards runCtx and stopped, and serialises node list changes
+	runCtx  context.Context // run's; nil before run
+	stopped bool            // run is waiting for the sample loops to end
+	loops   sync.WaitGroup
 
 	mu      sync.Mutex  // guards history
 	history []lsnSample // the primary's positions, oldest first, at most maxLagHistory long
@@ -43,6 +49,7 @@ type lsnSample struct {
 // lagNode is one node's latest sample.
 type lagNode struct {
 	name, address string
+	cancel        context.CancelFunc // stops its sample loop
 	state         atomic.Pointer[LagState]
 	hurried       chan struct{} // a read waits for this replica to reach a position: sample now
 	lagSeconds    prometheus.Gauge
@@ -59,19 +66,68 @@ type LagState struct {
 }
 
 func newLagMonitor(cfg Config, log *slog.Logger, m *metrics) *lagMonitor {
-	lm := &lagMonitor{cfg: cfg, log: log}
+	lm := &lagMonitor{cfg: cfg, log: log, m: m}
 	ch := make(chan struct{})
 	lm.sampled.Store(&ch)
+	nodes := make([]*lagNode, 0, len(cfg.Nodes))
 	for _, n := range cfg.Nodes {
-		lm.nodes = append(lm.nodes, &lagNode{name: n.Name, address: n.Address, hurried: make(chan struct{}, 1),
-			lagSeconds: m.replicaLag.WithLabelValues(n.Name), lagBytes: m.replicaLagBytes.WithLabelValues(n.Name)})
+		nodes = append(nodes, lm.newNode(n))
 	}
+	lm.nodes.Store(&nodes)
 	return lm
+}
+
+func (lm *lagMonitor) newNode(n NodeConfig) *lagNode {
+	return &lagNode{name: n.Name, address: n.Address, hurried: make(chan struct{}, 1),
+		lagSeconds: lm.m.replicaLag.WithLabelValues(n.Name), lagBytes: lm.m.replicaLagBytes.WithLabelValues(n.Name)}
+}
+
+func (lm *lagMonitor) list() []*lagNode { return *lm.nodes.Load() }
+
+// setNodes follows a new node list: nodes that stay keep sampling, new ones start, removed ones stop.
+func (lm *lagMonitor) setNodes(nodes []NodeConfig) {
+	lm.runMu.Lock()
+	defer lm.runMu.Unlock()
+	old := map[string]*lagNode{}
+	for _, n := range lm.list() {
+		old[n.name] = n
+	}
+	next := make([]*lagNode, 0, len(nodes))
+	for _, nc := range nodes {
+		if n := old[nc.Name]; n != nil && n.address == nc.Address {
+			next = append(next, n)
+			delete(old, nc.Name)
+			continue
+		}
+		n := lm.newNode(nc)
+		next = append(next, n)
+		if lm.runCtx != nil && !lm.stopped {
+			lm.start(n)
+		}
+	}
+	for _, n := range old {
+		if n.cancel != nil {
+			n.cancel()
+		}
+		lm.m.replicaLag.DeleteLabelValues(n.name)
+		lm.m.replicaLagBytes.DeleteLabelValues(n.name)
+	}
+	lm.nodes.Store(&next)
+}
+
+// start runs a node's sample loop (runMu held).
+func (lm *lagMonitor) start(n *lagNode) {
+	ctx, cancel := context.WithCancel(lm.runCtx)
+	n.cancel = cancel
+	lm.loops.Go(func() {
+		defer cancel()
+		lm.sampleLoop(ctx, n)
+	})
 }
 
 // state returns a node's latest sample, or nil before the first one or when sampling fails.
 func (lm *lagMonitor) state(name string) *LagState {
-	for _, n := range lm.nodes {
+	for _, n := range lm.list() {
 		if n.name == name {
 			return n.state.Load()
 		}
@@ -91,11 +147,17 @@ func (lm *lagMonitor) tooFarBehind(name string) bool {
 
 // run samples every node until ctx ends.
 func (lm *lagMonitor) run(ctx context.Context) {
-	var wg sync.WaitGroup
-	for _, n := range lm.nodes {
-		wg.Go(func() { lm.sampleLoop(ctx, n) })
+	lm.runMu.Lock()
+	lm.runCtx = ctx
+	for _, n := range lm.list() {
+		lm.start(n)
 	}
-	wg.Wait()
+	lm.runMu.Unlock()
+	<-ctx.Done()
+	lm.runMu.Lock()
+	lm.stopped = true
+	lm.runMu.Unlock()
+	lm.loops.Wait()
 }
 
 // lagQuery asks for the node's role and position; COALESCE evaluates pg_current_wal_lsn() only on a
@@ -143,7 +205,7 @@ const hurriedSampleGap = time.Millisecond
 // hurry asks every replica's sampler for a sample now (reads wait for a position the last samples do
 // not show). Requests made while one is pending are merged.
 func (lm *lagMonitor) hurry() {
-	for _, n := range lm.nodes {
+	for _, n := range lm.list() {
 		if st := n.state.Load(); st != nil && st.Primary {
 			continue
 		}

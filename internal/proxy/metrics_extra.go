@@ -83,7 +83,7 @@ func (s *scrapeCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(s.nodeUp, prometheus.GaugeValue, up, n.Name, n.Region)
 		ch <- prometheus.MustNewConstMetric(s.primary, prometheus.GaugeValue, primary, n.Name, n.Region)
 	}
-	size := float64(s.p.cfg.PoolSize)
+	size := float64(s.p.poolSize.Load())
 	for _, pl := range s.p.poolList() {
 		pl.mu.Lock()
 		idle, open := len(pl.idle), len(pl.conns)

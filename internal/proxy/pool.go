@@ -223,6 +223,7 @@ type pool struct {
 	waiters []chan *serverConn       // FIFO of clients waiting for a connection; nil handed = "dial one"
 	conns   map[*serverConn]struct{} // every open connection, idle or lent
 	gen     uint64                   // RECONNECT: connections of older generations are closed when returned
+	retired bool                     // its node left the configuration: connections are closed when returned
 	params  map[string]string        // ParameterStatus of the first connection, for client logins
 }
 
@@ -294,7 +295,7 @@ func (pl *pool) acquire(ctx context.Context) (*serverConn, error) {
 			pl.discard(sc)
 			pl.mu.Lock()
 		}
-		if pl.open < pl.p.cfg.PoolSize {
+		if pl.open < int(pl.p.poolSize.Load()) {
 			pl.open++
 			pl.mu.Unlock()
 			sc, err := pl.dial(ctx)
@@ -407,7 +408,8 @@ func (pl *pool) dial(ctx context.Context) (*serverConn, error) {
 // connections are closed and their slot given to a waiter.
 func (pl *pool) release(sc *serverConn) {
 	pl.mu.Lock()
-	if sc.broken || sc.gen != pl.gen {
+	if sc.broken || sc.gen != pl.gen || pl.retired || pl.open > int(pl.p.poolSize.Load()) {
+		// Broken, from before a RECONNECT, its node left the configuration, or pool_size shrank.
 		pl.mu.Unlock()
 		pl.discard(sc)
 		return
@@ -458,6 +460,17 @@ func (pl *pool) slotFreed() {
 	pl.open--
 	pl.mu.Unlock()
 	pl.wakeOne()
+}
+
+// wakeAll tells every waiter to try again (pool_size grew).
+func (pl *pool) wakeAll() {
+	pl.mu.Lock()
+	waiters := pl.waiters
+	pl.waiters = nil
+	pl.mu.Unlock()
+	for _, ch := range waiters {
+		ch <- nil
+	}
 }
 
 // wakeOne tells the first waiter, if any, to try again (nil means "a slot is free").

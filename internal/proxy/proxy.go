@@ -33,9 +33,11 @@ type Proxy struct {
 	pauses *pauses
 
 	reloadSource atomic.Pointer[func() (Config, error)] // SetReloadSource
+	applied      atomic.Pointer[Config]                 // the configuration last applied (cfg, then reloads)
 
 	bytes        byteCounters
-	draining     atomic.Bool // Shutdown began: sessions end once out of a transaction
+	poolSize     atomic.Int64 // pool_size, which a reload may change
+	draining     atomic.Bool  // Shutdown began: sessions end once out of a transaction
 	shutdownOnce sync.Once
 	classifier   *classify.Classifier
 	metrics      *metrics
@@ -86,6 +88,8 @@ func New(cfg Config, log *slog.Logger) (*Proxy, error) {
 	}
 	p.auth = auth
 	p.pauses = newPauses()
+	p.poolSize.Store(int64(cfg.PoolSize))
+	p.applied.Store(&cfg)
 	if p.tls, err = newTLSServer(cfg.ClientTLS); err != nil {
 		return nil, err
 	}
@@ -535,11 +539,20 @@ func (p *Proxy) Reload(cfg Config) (needRestart []string, err error) {
 	if err := p.auth.reload(cfg.Auth); err != nil {
 		return nil, err
 	}
-	old := p.cfg
+	old := *p.applied.Load()
+	if cfg.PoolSize != old.PoolSize {
+		p.poolSize.Store(int64(cfg.PoolSize))
+		for _, pl := range p.poolList() {
+			pl.wakeAll() // a larger pool lets waiting clients dial now
+		}
+	}
+	if !slices.Equal(old.Nodes, cfg.Nodes) {
+		p.setNodes(cfg.Nodes)
+	}
+	p.applied.Store(&cfg)
 	for key, changed := range map[string]bool{
 		"listen": old.Listen != cfg.Listen, "region": old.Region != cfg.Region, "pool_mode": old.PoolMode != cfg.PoolMode,
-		"pool_size": old.PoolSize != cfg.PoolSize, "max_client_conn": old.MaxClientConn != cfg.MaxClientConn,
-		"http_listen": old.HTTPListen != cfg.HTTPListen, "nodes": !slices.Equal(old.Nodes, cfg.Nodes),
+		"max_client_conn": old.MaxClientConn != cfg.MaxClientConn, "http_listen": old.HTTPListen != cfg.HTTPListen,
 		"poll_interval": old.PollInterval != cfg.PollInterval, "query_wait_timeout": old.QueryWaitTimeout != cfg.QueryWaitTimeout,
 		"server_connect_timeout": old.ServerConnectTimeout != cfg.ServerConnectTimeout,
 		"server_idle_timeout":    old.ServerIdleTimeout != cfg.ServerIdleTimeout, "server_lifetime": old.ServerLifetime != cfg.ServerLifetime,
@@ -555,9 +568,36 @@ func (p *Proxy) Reload(cfg Config) (needRestart []string, err error) {
 		}
 	}
 	slices.Sort(needRestart)
-	p.log.Info("configuration reloaded", "applied", "client_tls files, auth", "need_restart", needRestart)
+	p.log.Info("configuration reloaded", "applied", "client_tls files, auth, pool_size, nodes", "need_restart", needRestart)
 	for _, k := range needRestart {
 		p.log.Warn("changed setting needs a restart to apply", "key", k)
 	}
 	return needRestart, nil
+}
+
+// setNodes applies a new node list: discovery and lag sampling follow it at once; pools of nodes
+// that left close their connections as they come back (transactions in progress finish).
+func (p *Proxy) setNodes(nodes []NodeConfig) {
+	p.disc.setNodes(nodes)
+	p.lag.setNodes(nodes)
+	keep := map[string]string{}
+	for _, n := range nodes {
+		keep[n.Name] = n.Address
+	}
+	for _, pl := range p.poolList() {
+		if addr, ok := keep[pl.key.node]; !ok || addr != pl.address {
+			pl.mu.Lock()
+			pl.retired = true
+			pl.mu.Unlock()
+			pl.closeIdle()
+		}
+	}
+	p.mu.Lock()
+	for k, pl := range p.pools {
+		if pl.retired {
+			delete(p.pools, k) // clients that cached it see the new address and get a new pool
+		}
+	}
+	p.mu.Unlock()
+	p.disc.Refresh()
 }

@@ -510,10 +510,10 @@ func (p *Proxy) showNodes() *table {
 }
 
 func (p *Proxy) showConfig() *table {
-	t := &table{cols: []string{"key", "value", "default", "changeable"}}
+	t := &table{cols: []string{"key", "value", "default", "changeable", "pending_restart"}}
 	def := DefaultConfig()
-	for _, e := range p.cfg.entries(def) {
-		t.add(e.key, e.value, e.def, e.reloadable)
+	for _, e := range p.cfg.entries(*p.applied.Load(), def) {
+		t.add(e.key, e.value, e.def, e.reloadable, e.pending)
 	}
 	return t
 }

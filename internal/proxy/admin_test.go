@@ -57,7 +57,7 @@ func TestAdminConsole(t *testing.T) {
 		"SHOW SERVERS": {"type|user|database|state|addr|port|local_addr|local_port|connect_time|request_time|remote_pid|node", "S|postgres|postgres|idle|127.0.0.1|", "|" + strconv.Itoa(backend) + "|primary"},
 		"SHOW STATS":   {"database|node|route|total_xact_count|total_query_count", "postgres|primary|primary|"},
 		"SHOW NODES":   {"name|region|address|role|up|replay_lsn|lag_bytes|lag_seconds|rtt_ms|checked_at|last_error", "primary|us-east-1|", "|primary|true|", "west|us-west-2|", "|replica|true|"},
-		"SHOW CONFIG":  {"key|value|default|changeable", "pool_size|20|20|no (restart)", "server_password|********||no (restart)", "auth|", "yes (SIGHUP, RELOAD)"},
+		"SHOW CONFIG":  {"key|value|default|changeable|pending_restart", "pool_size|20|20|yes (SIGHUP, RELOAD)|", "server_password|********||no (restart)|", "auth|", "region|us-west-2||no (restart)|"},
 		"SHOW HELP":    {"PAUSE [db]", "SHUTDOWN"},
 	} {
 		out := mustAdmin(t, e.proxy, cmd)
@@ -87,6 +87,16 @@ func TestAdminConsole(t *testing.T) {
 	}
 	e.proxy.SetReloadSource(func() (proxy.Config, error) { return e.cfg, nil })
 	mustAdmin(t, e.proxy, "RELOAD")
+	// A changed setting that needs a restart: RELOAD says so, and SHOW CONFIG shows it pending.
+	changed := e.cfg
+	changed.MaxClientConn = 77
+	e.proxy.SetReloadSource(func() (proxy.Config, error) { return changed, nil })
+	if out := mustAdmin(t, e.proxy, "RELOAD"); !strings.Contains(out, "need a restart: max_client_conn") {
+		t.Errorf("RELOAD with a restart-only change:\n%s", out)
+	}
+	if out := mustAdmin(t, e.proxy, "SHOW CONFIG"); !strings.Contains(out, "max_client_conn|10000|10000|no (restart)|77") {
+		t.Errorf("SHOW CONFIG does not show max_client_conn 77 pending a restart:\n%s", out)
+	}
 
 	// RECONNECT: the next transaction runs on a new server connection.
 	mustAdmin(t, e.proxy, "RECONNECT")

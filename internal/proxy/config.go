@@ -61,10 +61,12 @@ type Config struct {
 	ServerLifetime time.Duration `yaml:"server_lifetime"`
 	// ServerPassword is used to log in to the servers as the client's user when they require a
 	// password (client authentication arrives with the proxy-operations work). ${VAR} is expanded.
-	ServerPassword string `yaml:"server_password"`
+	ServerPassword     string `yaml:"server_password"`
+	ServerPasswordFile string `yaml:"server_password_file"` // or read it from this file
 	// Monitor is the login the proxy uses to poll the nodes.
 	MonitorUser     string `yaml:"monitor_user"`
-	MonitorPassword string `yaml:"monitor_password"`
+	MonitorPassword     string `yaml:"monitor_password"`
+	MonitorPasswordFile string `yaml:"monitor_password_file"` // or read it from this file
 	MonitorDatabase string `yaml:"monitor_database"`
 	// WriteFunctions are extra functions whose calls must run on the primary (name or schema.name).
 	WriteFunctions []string `yaml:"write_functions"`
@@ -221,6 +223,22 @@ func ParseConfig(b []byte) (Config, error) {
 	}
 	cfg.ServerPassword = os.ExpandEnv(cfg.ServerPassword)
 	cfg.MonitorPassword = os.ExpandEnv(cfg.MonitorPassword)
+	for _, f := range []struct {
+		key, file string
+		dst       *string
+	}{{"server_password_file", cfg.ServerPasswordFile, &cfg.ServerPassword}, {"monitor_password_file", cfg.MonitorPasswordFile, &cfg.MonitorPassword}} {
+		if f.file == "" {
+			continue
+		}
+		if *f.dst != "" {
+			return Config{}, fmt.Errorf("config: %s: set the password or the file, not both", f.key)
+		}
+		b, err := os.ReadFile(f.file)
+		if err != nil {
+			return Config{}, fmt.Errorf("config: %s: %w", f.key, err)
+		}
+		*f.dst = strings.TrimRight(string(b), "\r\n")
+	}
 	if err := cfg.Validate(); err != nil {
 		return Config{}, err
 	}
@@ -396,16 +414,18 @@ func (c *Config) Validate() error {
 }
 
 // configEntry is one top-level key for SHOW CONFIG.
-type configEntry struct{ key, value, def, reloadable string }
+type configEntry struct{ key, value, def, reloadable, pending string }
 
 // reloadableKeys apply on SIGHUP and RELOAD; every other key needs a restart.
-var reloadableKeys = map[string]bool{"auth": true, "client_tls": true}
+var reloadableKeys = map[string]bool{"auth": true, "client_tls": true, "pool_size": true, "nodes": true}
 
 // secretKeys are shown masked.
 var secretKeys = map[string]bool{"server_password": true, "monitor_password": true}
 
-// entries lists the configuration's top-level keys with their values and defaults, secrets masked.
-func (c *Config) entries(def Config) []configEntry {
+// entries lists the configuration's top-level keys with the values in effect (c, the configuration
+// the proxy started with, for keys that need a restart; latest, the last one loaded, for the others),
+// the defaults, and the loaded values still waiting for a restart. Secrets are masked.
+func (c *Config) entries(latest, def Config) []configEntry {
 	flat := func(cfg Config) map[string]string {
 		cfg.Auth.QueryPassword = mask(cfg.Auth.QueryPassword)
 		var m map[string]any
@@ -422,19 +442,22 @@ func (c *Config) entries(def Config) []configEntry {
 		}
 		return out
 	}
-	cur, d := flat(*c), flat(def)
-	keys := make([]string, 0, len(cur))
-	for k := range cur {
+	running, loaded, d := flat(*c), flat(latest), flat(def)
+	keys := make([]string, 0, len(running))
+	for k := range running {
 		keys = append(keys, k)
 	}
 	slices.Sort(keys)
 	entries := make([]configEntry, 0, len(keys))
 	for _, k := range keys {
-		r := "no (restart)"
-		if reloadableKeys[k] {
-			r = "yes (SIGHUP, RELOAD)"
+		e := configEntry{key: k, value: running[k], def: d[k], reloadable: "no (restart)"}
+		switch {
+		case reloadableKeys[k]:
+			e.value, e.reloadable = loaded[k], "yes (SIGHUP, RELOAD)"
+		case loaded[k] != running[k]:
+			e.pending = loaded[k] // changed in the file: applies at the next start
 		}
-		entries = append(entries, configEntry{k, cur[k], d[k], r})
+		entries = append(entries, e)
 	}
 	return entries
 }

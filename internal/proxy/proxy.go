@@ -550,18 +550,19 @@ func (p *Proxy) Reload(cfg Config) (needRestart []string, err error) {
 		p.setNodes(cfg.Nodes)
 	}
 	p.applied.Store(&cfg)
+	run := p.cfg // keys that need a restart compare with what is running
 	for key, changed := range map[string]bool{
-		"listen": old.Listen != cfg.Listen, "region": old.Region != cfg.Region, "pool_mode": old.PoolMode != cfg.PoolMode,
-		"max_client_conn": old.MaxClientConn != cfg.MaxClientConn, "http_listen": old.HTTPListen != cfg.HTTPListen,
-		"poll_interval": old.PollInterval != cfg.PollInterval, "query_wait_timeout": old.QueryWaitTimeout != cfg.QueryWaitTimeout,
-		"server_connect_timeout": old.ServerConnectTimeout != cfg.ServerConnectTimeout,
-		"server_idle_timeout":    old.ServerIdleTimeout != cfg.ServerIdleTimeout, "server_lifetime": old.ServerLifetime != cfg.ServerLifetime,
-		"server_password": old.ServerPassword != cfg.ServerPassword, "server_tls": old.ServerTLS != cfg.ServerTLS || old.ServerCAFile != cfg.ServerCAFile,
-		"monitor_user":    old.MonitorUser != cfg.MonitorUser || old.MonitorPassword != cfg.MonitorPassword || old.MonitorDatabase != cfg.MonitorDatabase,
-		"write_functions": !slices.Equal(old.WriteFunctions, cfg.WriteFunctions), "max_message_size": old.MaxMessageSize != cfg.MaxMessageSize,
-		"lag_sample_interval": old.LagSampleInterval != cfg.LagSampleInterval, "max_replica_lag": old.MaxReplicaLag != cfg.MaxReplicaLag,
-		"default_consistency": old.DefaultConsistency != cfg.DefaultConsistency || old.DefaultMaxStaleness != cfg.DefaultMaxStaleness ||
-			old.ConsistencyMaxWait != cfg.ConsistencyMaxWait || len(old.ConsistencyOverrides) != len(cfg.ConsistencyOverrides),
+		"listen": run.Listen != cfg.Listen, "region": run.Region != cfg.Region, "pool_mode": run.PoolMode != cfg.PoolMode,
+		"max_client_conn": run.MaxClientConn != cfg.MaxClientConn, "http_listen": run.HTTPListen != cfg.HTTPListen,
+		"poll_interval": run.PollInterval != cfg.PollInterval, "query_wait_timeout": run.QueryWaitTimeout != cfg.QueryWaitTimeout,
+		"server_connect_timeout": run.ServerConnectTimeout != cfg.ServerConnectTimeout,
+		"server_idle_timeout":    run.ServerIdleTimeout != cfg.ServerIdleTimeout, "server_lifetime": run.ServerLifetime != cfg.ServerLifetime,
+		"server_password": run.ServerPassword != cfg.ServerPassword, "server_tls": run.ServerTLS != cfg.ServerTLS || run.ServerCAFile != cfg.ServerCAFile,
+		"monitor_user":    run.MonitorUser != cfg.MonitorUser || run.MonitorPassword != cfg.MonitorPassword || run.MonitorDatabase != cfg.MonitorDatabase,
+		"write_functions": !slices.Equal(run.WriteFunctions, cfg.WriteFunctions), "max_message_size": run.MaxMessageSize != cfg.MaxMessageSize,
+		"lag_sample_interval": run.LagSampleInterval != cfg.LagSampleInterval, "max_replica_lag": run.MaxReplicaLag != cfg.MaxReplicaLag,
+		"default_consistency": run.DefaultConsistency != cfg.DefaultConsistency || run.DefaultMaxStaleness != cfg.DefaultMaxStaleness ||
+			run.ConsistencyMaxWait != cfg.ConsistencyMaxWait || len(run.ConsistencyOverrides) != len(cfg.ConsistencyOverrides),
 	} {
 		if changed {
 			needRestart = append(needRestart, key)

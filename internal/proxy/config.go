@@ -64,10 +64,10 @@ type Config struct {
 	ServerPassword     string `yaml:"server_password"`
 	ServerPasswordFile string `yaml:"server_password_file"` // or read it from this file
 	// Monitor is the login the proxy uses to poll the nodes.
-	MonitorUser     string `yaml:"monitor_user"`
+	MonitorUser         string `yaml:"monitor_user"`
 	MonitorPassword     string `yaml:"monitor_password"`
 	MonitorPasswordFile string `yaml:"monitor_password_file"` // or read it from this file
-	MonitorDatabase string `yaml:"monitor_database"`
+	MonitorDatabase     string `yaml:"monitor_database"`
 	// WriteFunctions are extra functions whose calls must run on the primary (name or schema.name).
 	WriteFunctions []string `yaml:"write_functions"`
 	// MaxMessageSize bounds one protocol message from a client or server (default 256 MiB).

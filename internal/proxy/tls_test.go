@@ -2,14 +2,7 @@ package proxy_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
 	"net"
 	"os"
 	"os/exec"
@@ -26,60 +19,6 @@ import (
 	"github.com/meridiandb/meridian/internal/proxy"
 )
 
-// testCA is a certificate authority made for one test.
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	file string // its certificate, PEM
-}
-
-func newTestCA(t *testing.T, dir, name string) *testCA {
-	t.Helper()
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	ca := &testCA{cert: cert, key: key, file: filepath.Join(dir, name+".pem")}
-	writePEM(t, ca.file, "CERTIFICATE", der, 0o644)
-	return ca
-}
-
-// issue writes a certificate for 127.0.0.1 and localhost (or a client certificate for cn) and its key.
-func (ca *testCA) issue(t *testing.T, certFile, keyFile, cn string, client bool) {
-	t.Helper()
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: cn},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
-	if client {
-		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
-	} else {
-		tmpl.DNSNames, tmpl.IPAddresses = []string{"localhost"}, []net.IP{net.ParseIP("127.0.0.1")}
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, _ := x509.MarshalECPrivateKey(key)
-	writePEM(t, certFile, "CERTIFICATE", der, 0o644)
-	writePEM(t, keyFile, "EC PRIVATE KEY", kder, 0o600)
-}
-
-func writePEM(t *testing.T, path, typ string, der []byte, mode os.FileMode) {
-	t.Helper()
-	if err := os.WriteFile(path+".tmp", pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), mode); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(path+".tmp", path); err != nil { // replaced whole, as a rotation should be
-		t.Fatal(err)
-	}
-}
-
 // TestClientTLS: verify-full with the right CA succeeds (pgx and psql) and fails with another CA;
 // plaintext still works in allow mode; a certificate rotated on disk is served after Reload (what
 // SIGHUP runs) while a session opened before keeps working; require mode refuses plaintext with a
@@ -87,9 +26,9 @@ func writePEM(t *testing.T, path, typ string, der []byte, mode os.FileMode) {
 func TestClientTLS(t *testing.T) {
 	e := newEnv(t, envOptions{})
 	dir := t.TempDir()
-	ca1, ca2 := newTestCA(t, dir, "ca1"), newTestCA(t, dir, "ca2")
+	ca1, ca2 := pgtest.NewCA(t, dir, "ca1"), pgtest.NewCA(t, dir, "ca2")
 	cert, key := filepath.Join(dir, "proxy.crt"), filepath.Join(dir, "proxy.key")
-	ca1.issue(t, cert, key, "meridian-proxy", false)
+	ca1.Issue(t, cert, key, "meridian-proxy", false)
 	cfg := e.cfg
 	cfg.ClientTLS = proxy.ClientTLSConfig{CertFile: cert, KeyFile: key}
 	p := startProxy(t, cfg)
@@ -100,7 +39,7 @@ func TestClientTLS(t *testing.T) {
 	}
 	connect := func(extra string) (*pgx.Conn, error) { return pgx.Connect(ctx, url(extra)) }
 
-	held, err := connect("sslmode=verify-full sslrootcert=" + ca1.file)
+	held, err := connect("sslmode=verify-full sslrootcert=" + ca1.File)
 	if err != nil {
 		t.Fatalf("verify-full with the right CA: %v", err)
 	}
@@ -108,7 +47,7 @@ func TestClientTLS(t *testing.T) {
 	if _, ok := held.PgConn().Conn().(*tls.Conn); !ok {
 		t.Fatalf("verify-full connection is %T, not TLS", held.PgConn().Conn())
 	}
-	if _, err := connect("sslmode=verify-full sslrootcert=" + ca2.file); err == nil || !strings.Contains(err.Error(), "certificate") {
+	if _, err := connect("sslmode=verify-full sslrootcert=" + ca2.File); err == nil || !strings.Contains(err.Error(), "certificate") {
 		t.Errorf("verify-full with the wrong CA: %v, want a certificate error", err)
 	}
 	if c, err := connect("sslmode=disable"); err != nil {
@@ -120,24 +59,24 @@ func TestClientTLS(t *testing.T) {
 		out, err := exec.Command(pgtest.Binaries(t).Path("psql"), "-X", "-A", "-t", "-c", "SELECT 'ok'", conninfo).CombinedOutput()
 		return strings.TrimSpace(string(out)), err
 	}
-	if out, err := psql(url("sslmode=verify-full sslrootcert=" + ca1.file)); err != nil || out != "ok" {
+	if out, err := psql(url("sslmode=verify-full sslrootcert=" + ca1.File)); err != nil || out != "ok" {
 		t.Errorf("psql verify-full: %v\n%s", err, out)
 	}
-	if out, err := psql(url("sslmode=verify-full sslrootcert=" + ca2.file)); err == nil {
+	if out, err := psql(url("sslmode=verify-full sslrootcert=" + ca2.File)); err == nil {
 		t.Errorf("psql verify-full with the wrong CA succeeded: %s", out)
 	}
 
 	// Rotation: a new certificate from another CA, in place, then a reload.
-	ca2.issue(t, cert, key, "meridian-proxy", false)
+	ca2.Issue(t, cert, key, "meridian-proxy", false)
 	if restart, err := p.Reload(cfg); err != nil || len(restart) != 0 {
 		t.Fatalf("Reload: %v, need restart %v", err, restart)
 	}
-	if c, err := connect("sslmode=verify-full sslrootcert=" + ca2.file); err != nil {
+	if c, err := connect("sslmode=verify-full sslrootcert=" + ca2.File); err != nil {
 		t.Errorf("after rotation, verify-full with the new CA: %v", err)
 	} else {
 		c.Close(ctx)
 	}
-	if _, err := connect("sslmode=verify-full sslrootcert=" + ca1.file); err == nil {
+	if _, err := connect("sslmode=verify-full sslrootcert=" + ca1.File); err == nil {
 		t.Error("after rotation, the old CA still verifies the proxy")
 	}
 	var one int
@@ -149,12 +88,12 @@ func TestClientTLS(t *testing.T) {
 	if _, err := p.Reload(cfg); err == nil {
 		t.Error("Reload with a broken key file: no error")
 	}
-	if c, err := connect("sslmode=verify-full sslrootcert=" + ca2.file); err != nil {
+	if c, err := connect("sslmode=verify-full sslrootcert=" + ca2.File); err != nil {
 		t.Errorf("after a failed reload: %v", err)
 	} else {
 		c.Close(ctx)
 	}
-	ca2.issue(t, cert, key, "meridian-proxy", false)
+	ca2.Issue(t, cert, key, "meridian-proxy", false)
 
 	// require: plaintext is refused, saying why.
 	req := cfg
@@ -173,12 +112,12 @@ func TestClientTLS(t *testing.T) {
 
 	// Client certificates: required and verified against ca_file.
 	ccert, ckey := filepath.Join(dir, "client.crt"), filepath.Join(dir, "client.key")
-	ca1.issue(t, ccert, ckey, "postgres", true)
+	ca1.Issue(t, ccert, ckey, "postgres", true)
 	mtls := cfg
-	mtls.ClientTLS.CAFile, mtls.ClientTLS.RequireClientCert, mtls.ClientTLS.Mode = ca1.file, true, proxy.TLSRequire
+	mtls.ClientTLS.CAFile, mtls.ClientTLS.RequireClientCert, mtls.ClientTLS.Mode = ca1.File, true, proxy.TLSRequire
 	mp := startProxy(t, mtls)
 	mhost, mport, _ := net.SplitHostPort(mp.Addr())
-	base := "host=" + mhost + " port=" + mport + " user=postgres dbname=postgres sslmode=verify-full sslrootcert=" + ca2.file
+	base := "host=" + mhost + " port=" + mport + " user=postgres dbname=postgres sslmode=verify-full sslrootcert=" + ca2.File
 	if _, err := pgx.Connect(ctx, base); err == nil {
 		t.Error("no client certificate, but one is required: connected")
 	}
@@ -199,9 +138,9 @@ func TestServerTLS(t *testing.T) {
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	os.Chmod(dir, 0o755)
-	ca := newTestCA(t, dir, "server-ca")
+	ca := pgtest.NewCA(t, dir, "server-ca")
 	cert, key := filepath.Join(dir, "server.crt"), filepath.Join(dir, "server.key")
-	ca.issue(t, cert, key, "postgres-server", false)
+	ca.Issue(t, cert, key, "postgres-server", false)
 	if os.Geteuid() == 0 { // the servers run as postgres, which must own its key
 		if u, err := user.Lookup("postgres"); err == nil {
 			uid, _ := strconv.Atoi(u.Uid)
@@ -219,7 +158,7 @@ func TestServerTLS(t *testing.T) {
 	cfg.Listen, cfg.Region = "127.0.0.1:0", "local"
 	cfg.PollInterval = 100 * time.Millisecond
 	cfg.MonitorPassword = superPassword
-	cfg.ServerTLS, cfg.ServerCAFile = proxy.ServerTLSVerifyFull, ca.file
+	cfg.ServerTLS, cfg.ServerCAFile = proxy.ServerTLSVerifyFull, ca.File
 	cfg.Auth = proxy.AuthConfig{Rules: []proxy.AuthRule{{Method: proxy.AuthSCRAM}}, QueryUser: "postgres", QueryPassword: superPassword}
 	cfg.Nodes = []proxy.NodeConfig{
 		{Name: "primary", Address: c.Primary.Endpoint().String(), Region: "local"},
@@ -239,8 +178,8 @@ func TestServerTLS(t *testing.T) {
 		}
 	}
 	// With the wrong CA the proxy refuses the servers' certificate.
-	other := newTestCA(t, dir, "other-ca")
-	cfg.ServerCAFile = other.file
+	other := pgtest.NewCA(t, dir, "other-ca")
+	cfg.ServerCAFile = other.File
 	bad, err := proxy.New(cfg, nil)
 	if err != nil {
 		t.Fatal(err)

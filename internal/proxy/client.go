@@ -226,7 +226,8 @@ func (c *client) loop() error {
 				if err := c.shouldEnd(); err != nil {
 					return err
 				}
-				continue // in a transaction: it may finish
+				_ = c.conn.SetReadDeadline(time.Time{}) // in a transaction: it may finish
+				continue
 			}
 			if errors.Is(err, os.ErrDeadlineExceeded) && idleLimit > 0 {
 				c.log.Info("client idle for too long: disconnected", "in_transaction", c.txStatus != 'I', "limit", idleLimit)

@@ -260,6 +260,30 @@ func printResult(w io.Writer, asJSON bool, v any, render func(io.Writer)) error 
 	return nil
 }
 
+// runWorkload validates a workload's flags, runs it against the lab and prints its report.
+func runWorkload[R interface{ Render(io.Writer) }](cmd *cobra.Command, dirOf func() (string, error), validate func() error, asJSON bool,
+	what string, run func(context.Context, lab.State, []lab.LinkStatus) (R, error)) error {
+	if err := validate(); err != nil {
+		return usageError{err}
+	}
+	c, err := dialLab(cmd, dirOf)
+	if err != nil {
+		return err
+	}
+	st, err := c.Status(cmd.Context())
+	if err != nil {
+		return err
+	}
+	if !asJSON {
+		fmt.Fprintf(cmd.OutOrStdout(), "%s through %d proxies...\n", what, len(st.Regions))
+	}
+	rep, err := run(cmd.Context(), c.State, st.Links)
+	if err != nil {
+		return err
+	}
+	return printResult(cmd.OutOrStdout(), asJSON, rep, rep.Render)
+}
+
 func dialLab(cmd *cobra.Command, dirOf func() (string, error)) (*lab.Client, error) {
 	dir, err := dirOf()
 	if err != nil {
@@ -276,25 +300,10 @@ func newLabLoadCmd(dirOf func() (string, error)) *cobra.Command {
 		Short: "Run a mixed read/write workload through every region's proxy and report what each region saw",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := cfg.Validate(); err != nil {
-				return usageError{err}
-			}
-			c, err := dialLab(cmd, dirOf)
-			if err != nil {
-				return err
-			}
-			st, err := c.Status(cmd.Context())
-			if err != nil {
-				return err
-			}
-			if !asJSON {
-				fmt.Fprintf(cmd.OutOrStdout(), "Running %v of load through %d proxies...\n", cfg.Duration, len(st.Regions))
-			}
-			rep, err := lab.Load(cmd.Context(), c.State, st.Links, cfg)
-			if err != nil {
-				return err
-			}
-			return printResult(cmd.OutOrStdout(), asJSON, rep, rep.Render)
+			return runWorkload(cmd, dirOf, cfg.Validate, asJSON, fmt.Sprintf("Running %v of load", cfg.Duration),
+				func(ctx context.Context, st lab.State, links []lab.LinkStatus) (lab.LoadReport, error) {
+					return lab.Load(ctx, st, links, cfg)
+				})
 		},
 	}
 	cmd.Flags().DurationVar(&cfg.Duration, "duration", 30*time.Second, "how long to run")
@@ -318,25 +327,10 @@ shows, per region and mode, write and read latency, how many reads saw the write
 answered, and how long session reads waited in the proxy for the replica to catch up.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := cfg.Validate(); err != nil {
-				return usageError{err}
-			}
-			c, err := dialLab(cmd, dirOf)
-			if err != nil {
-				return err
-			}
-			st, err := c.Status(cmd.Context())
-			if err != nil {
-				return err
-			}
-			if !asJSON {
-				fmt.Fprintf(cmd.OutOrStdout(), "Running %v of write-then-read through %d proxies...\n", cfg.Duration, len(st.Regions))
-			}
-			rep, err := lab.ReadYourWrites(cmd.Context(), c.State, st.Links, cfg)
-			if err != nil {
-				return err
-			}
-			return printResult(cmd.OutOrStdout(), asJSON, rep, rep.Render)
+			return runWorkload(cmd, dirOf, cfg.Validate, asJSON, fmt.Sprintf("Running %v of write-then-read", cfg.Duration),
+				func(ctx context.Context, st lab.State, links []lab.LinkStatus) (lab.RYWReport, error) {
+					return lab.ReadYourWrites(ctx, st, links, cfg)
+				})
 		},
 	}
 	cmd.Flags().DurationVar(&cfg.Duration, "duration", 30*time.Second, "how long to run")

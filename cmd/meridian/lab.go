@@ -260,6 +260,14 @@ func printResult(w io.Writer, asJSON bool, v any, render func(io.Writer)) error 
 	return nil
 }
 
+// workloadFlags declares the flags every lab workload has.
+func workloadFlags(cmd *cobra.Command, w *lab.Workload, asJSON *bool, clients string, rate float64, unit string) {
+	cmd.Flags().DurationVar(&w.Duration, "duration", 30*time.Second, "how long to run")
+	cmd.Flags().IntVar(&w.ClientsPerRegion, "clients-per-region", 8, "connections per region, "+clients)
+	cmd.Flags().Float64Var(&w.Rate, "rate", rate, unit+" per second per region (spread over its clients); -1: as fast as they can")
+	cmd.Flags().BoolVar(asJSON, "json", false, "print the report as JSON")
+}
+
 // runWorkload validates a workload's flags, runs it against the lab and prints its report.
 func runWorkload[R interface{ Render(io.Writer) }](cmd *cobra.Command, dirOf func() (string, error), validate func() error, asJSON bool,
 	what string, run func(context.Context, lab.State, []lab.LinkStatus) (R, error)) error {
@@ -306,11 +314,8 @@ func newLabLoadCmd(dirOf func() (string, error)) *cobra.Command {
 				})
 		},
 	}
-	cmd.Flags().DurationVar(&cfg.Duration, "duration", 30*time.Second, "how long to run")
-	cmd.Flags().IntVar(&cfg.ClientsPerRegion, "clients-per-region", 8, "connections per region, one statement at a time each")
+	workloadFlags(cmd, &cfg.Workload, &asJSON, "one statement at a time each", lab.DefaultRate, "statements")
 	cmd.Flags().Float64Var(&cfg.WriteRatio, "write-ratio", 0.2, "share of statements that are writes (0 to 1)")
-	cmd.Flags().Float64Var(&cfg.Rate, "rate", lab.DefaultRate, "statements per second per region (spread over its clients); -1: as fast as they can")
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print the report as JSON")
 	return cmd
 }
 
@@ -333,10 +338,7 @@ answered, and how long session reads waited in the proxy for the replica to catc
 				})
 		},
 	}
-	cmd.Flags().DurationVar(&cfg.Duration, "duration", 30*time.Second, "how long to run")
-	cmd.Flags().IntVar(&cfg.ClientsPerRegion, "clients-per-region", 8, "connections per region, alternately session and eventual")
-	cmd.Flags().Float64Var(&cfg.Rate, "rate", lab.DefaultRYWRate, "write+read pairs per second per region (spread over its clients); -1: as fast as they can")
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print the report as JSON")
+	workloadFlags(cmd, &cfg.Workload, &asJSON, "alternately session and eventual", lab.DefaultRYWRate, "write+read pairs")
 	return cmd
 }
 

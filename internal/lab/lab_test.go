@@ -104,13 +104,13 @@ func TestPercentile(t *testing.T) {
 }
 
 func TestLoadConfigValidate(t *testing.T) {
-	if err := (LoadConfig{Duration: 20 * time.Second}).Validate(); err != nil {
+	if err := (LoadConfig{Workload: Workload{Duration: 20 * time.Second}}).Validate(); err != nil {
 		t.Error(err)
 	}
 	if err := (LoadConfig{WriteRatio: 1.5}).Validate(); err == nil || !strings.Contains(err.Error(), "--write-ratio") {
 		t.Errorf("write ratio 1.5: %v", err)
 	}
-	if err := (LoadConfig{ClientsPerRegion: -1}).Validate(); err == nil || !strings.Contains(err.Error(), "--clients-per-region") {
+	if err := (LoadConfig{Workload: Workload{ClientsPerRegion: -1}}).Validate(); err == nil || !strings.Contains(err.Error(), "--clients-per-region") {
 		t.Errorf("clients -1: %v", err)
 	}
 }

@@ -14,47 +14,63 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
+// Workload is what every lab workload is told: how long, how many clients, how fast.
+type Workload struct {
+	Duration         time.Duration // default 30s
+	ClientsPerRegion int           // connections per region, each running one thing at a time (default 8)
+	// Rate is the statements (or pairs) per second each region's clients start together, spread
+	// evenly over them; negative means as fast as they can, 0 the workload's default. The defaults
+	// keep a 2-core machine out of saturation, so that latencies show the network, not a CPU queue.
+	Rate float64
+}
+
+func (w Workload) withDefaults(rate float64) Workload {
+	if w.Duration == 0 {
+		w.Duration = 30 * time.Second
+	}
+	if w.ClientsPerRegion == 0 {
+		w.ClientsPerRegion = 8
+	}
+	if w.Rate == 0 {
+		w.Rate = rate
+	}
+	return w
+}
+
+// validate checks the common flags; errors name the flag.
+func (w Workload) validate() error {
+	switch {
+	case w.Duration < time.Second || w.Duration > 24*time.Hour:
+		return fmt.Errorf("--duration: %v is out of range (1s to 24h)", w.Duration)
+	case w.ClientsPerRegion < 1 || w.ClientsPerRegion > 500:
+		return fmt.Errorf("--clients-per-region: %d is out of range (1 to 500)", w.ClientsPerRegion)
+	case math.IsNaN(w.Rate) || w.Rate > 1e6:
+		return fmt.Errorf("--rate: %v is out of range (up to 1000000; negative means unlimited)", w.Rate)
+	}
+	return nil
+}
+
 // LoadConfig describes a mixed workload run through every region's proxy at once.
 type LoadConfig struct {
-	Duration         time.Duration // default 30s
-	ClientsPerRegion int           // connections per region, each running one statement at a time (default 8)
-	WriteRatio       float64       // share of statements that are writes, in [0,1] (default 0.2)
-	// Rate is the statements per second each region's clients start together (spread evenly over
-	// them); negative means as fast as they can, 0 means DefaultRate. The default keeps a 2-core
-	// machine out of saturation, so that latencies show the network rather than a CPU queue.
-	Rate float64
+	Workload
+	WriteRatio float64 // share of statements that are writes, in [0,1] (default 0.2)
 }
 
 // DefaultRate is LoadConfig.Rate's default.
 const DefaultRate = 500
 
 func (c LoadConfig) withDefaults() LoadConfig {
-	if c.Duration == 0 {
-		c.Duration = 30 * time.Second
-	}
-	if c.ClientsPerRegion == 0 {
-		c.ClientsPerRegion = 8
-	}
-	if c.Rate == 0 {
-		c.Rate = DefaultRate
-	}
+	c.Workload = c.Workload.withDefaults(DefaultRate)
 	return c
 }
 
 // Validate checks the workload; errors name the flag.
 func (c LoadConfig) Validate() error {
 	c = c.withDefaults()
-	switch {
-	case c.Duration < time.Second || c.Duration > 24*time.Hour:
-		return fmt.Errorf("--duration: %v is out of range (1s to 24h)", c.Duration)
-	case c.ClientsPerRegion < 1 || c.ClientsPerRegion > 500:
-		return fmt.Errorf("--clients-per-region: %d is out of range (1 to 500)", c.ClientsPerRegion)
-	case math.IsNaN(c.WriteRatio) || c.WriteRatio < 0 || c.WriteRatio > 1:
+	if math.IsNaN(c.WriteRatio) || c.WriteRatio < 0 || c.WriteRatio > 1 {
 		return fmt.Errorf("--write-ratio: %v is out of range (0 to 1)", c.WriteRatio)
-	case math.IsNaN(c.Rate) || c.Rate > 1e6:
-		return fmt.Errorf("--rate: %v is out of range (up to 1000000; negative means unlimited)", c.Rate)
 	}
-	return nil
+	return c.validate()
 }
 
 // The workload's statements: a product page read and an order insert.

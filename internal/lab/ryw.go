@@ -16,34 +16,19 @@ import (
 // RYWConfig describes the read-your-writes benchmark: in every region, clients that each insert an
 // order and at once read it back, half of them in session consistency and half in eventual, at the
 // same time (so the two modes' write latencies are measured under the same conditions).
-type RYWConfig struct {
-	Duration         time.Duration // default 30s
-	ClientsPerRegion int           // default 8, alternately session and eventual
-	// Rate is the write+read pairs per second each region's clients start together; negative means as
-	// fast as they can, 0 means DefaultRYWRate.
-	Rate float64
-}
+// Its clients alternate between the two modes; Rate counts write+read pairs.
+type RYWConfig struct{ Workload }
 
 // DefaultRYWRate is RYWConfig.Rate's default.
 const DefaultRYWRate = 100
 
 func (c RYWConfig) withDefaults() RYWConfig {
-	if c.Duration == 0 {
-		c.Duration = 30 * time.Second
-	}
-	if c.ClientsPerRegion == 0 {
-		c.ClientsPerRegion = 8
-	}
-	if c.Rate == 0 {
-		c.Rate = DefaultRYWRate
-	}
+	c.Workload = c.Workload.withDefaults(DefaultRYWRate)
 	return c
 }
 
 // Validate checks the workload; errors name the flag.
-func (c RYWConfig) Validate() error {
-	return LoadConfig{Duration: c.Duration, ClientsPerRegion: c.ClientsPerRegion, Rate: c.Rate}.Validate()
-}
+func (c RYWConfig) Validate() error { return c.withDefaults().validate() }
 
 // The benchmark's statements: the write, and the read of what it wrote (with the kind of server that
 // answered).

@@ -65,26 +65,34 @@ func FuzzClientMessages(f *testing.F) {
 	f.Add(msg('X'))
 	p := fuzzProxy(f)
 	f.Fuzz(func(t *testing.T, data []byte) {
-		server, peer := net.Pipe()
-		c := newClient(p, server)
-		c.user, c.database = "u", "d"
-		go func() { _, _ = io.Copy(io.Discard, peer) }()
-		go func() {
-			_, _ = peer.Write(data)
-			_ = peer.Close()
-		}()
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
+		onPipe(t, p, data, func(c *client) {
+			c.user, c.database = "u", "d"
 			_ = c.loop()
-		}()
-		select {
-		case <-done:
-		case <-time.After(30 * time.Second):
-			t.Fatal("client session hung on the input")
-		}
-		server.Close()
+		})
 	})
+}
+
+// onPipe runs a client session of p over a pipe whose other end sends data then closes (what the
+// proxy sends back is read and dropped); the session must end within 30 seconds.
+func onPipe(t *testing.T, p *Proxy, data []byte, session func(c *client)) {
+	server, peer := net.Pipe()
+	c := newClient(p, server)
+	go func() { _, _ = io.Copy(io.Discard, peer) }()
+	go func() {
+		_, _ = peer.Write(data)
+		_ = peer.Close()
+	}()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		session(c)
+	}()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the session hung on the input")
+	}
+	server.Close()
 }
 
 // FuzzStartup feeds arbitrary bytes as a startup sequence.
@@ -150,23 +158,8 @@ func FuzzAuthExchange(f *testing.F) {
 		if len(who) > 0 {
 			user = users[int(who[0])%len(users)]
 		}
-		server, peer := net.Pipe()
-		c := newClient(p, server)
-		go func() { _, _ = io.Copy(io.Discard, peer) }()
-		go func() {
-			_, _ = peer.Write(data)
-			_ = peer.Close()
-		}()
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
+		onPipe(t, p, data, func(c *client) {
 			_ = c.authenticate(context.Background(), &startup{user: user, database: "d"})
-		}()
-		select {
-		case <-done:
-		case <-time.After(30 * time.Second):
-			t.Fatal("authentication hung on the input")
-		}
-		server.Close()
+		})
 	})
 }

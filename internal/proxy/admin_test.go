@@ -89,13 +89,13 @@ func TestAdminConsole(t *testing.T) {
 	mustAdmin(t, e.proxy, "RELOAD")
 	// A changed setting that needs a restart: RELOAD says so, and SHOW CONFIG shows it pending.
 	changed := e.cfg
-	changed.MaxClientConn = 77
+	changed.MaxMessageSize = 1 << 20
 	e.proxy.SetReloadSource(func() (proxy.Config, error) { return changed, nil })
-	if out := mustAdmin(t, e.proxy, "RELOAD"); !strings.Contains(out, "need a restart: max_client_conn") {
+	if out := mustAdmin(t, e.proxy, "RELOAD"); !strings.Contains(out, "need a restart: max_message_size") {
 		t.Errorf("RELOAD with a restart-only change:\n%s", out)
 	}
-	if out := mustAdmin(t, e.proxy, "SHOW CONFIG"); !strings.Contains(out, "max_client_conn|10000|10000|no (restart)|77") {
-		t.Errorf("SHOW CONFIG does not show max_client_conn 77 pending a restart:\n%s", out)
+	if out := mustAdmin(t, e.proxy, "SHOW CONFIG"); !strings.Contains(out, "max_message_size|268435456|268435456|no (restart)|1048576") {
+		t.Errorf("SHOW CONFIG does not show max_message_size 1048576 pending a restart:\n%s", out)
 	}
 
 	// RECONNECT: the next transaction runs on a new server connection.
@@ -123,6 +123,15 @@ func TestAdminConsole(t *testing.T) {
 	if out, err := adminPsql(t, e.proxy, "postgres", "KILL 12345"); err == nil || !strings.Contains(out, "no client 12345") {
 		t.Errorf("KILL of an unknown client: %v\n%s", err, out)
 	}
+
+	// Limits apply on reload: max_client_conn 1 refuses a second client at once.
+	lim := e.cfg
+	lim.MaxClientConn = 1
+	if restart, err := e.proxy.Reload(lim); err != nil || len(restart) != 0 {
+		t.Fatalf("Reload of max_client_conn: %v (need restart: %v)", err, restart)
+	}
+	_, err = pgx.Connect(ctx, e.connString())
+	wantSQLState(t, "a second client with max_client_conn reloaded to 1", err, "53300")
 }
 
 // TestPauseResumeUnderPgbench: PAUSE waits for running transactions and holds new ones, with

@@ -96,7 +96,7 @@ type prepStmt struct {
 }
 
 func newClient(p *Proxy, conn net.Conn) *client {
-	rawConn := counted(clientIO(conn, p.cfg.ClientWriteTimeout), &p.bytes.clientIn, &p.bytes.clientOut)
+	rawConn := counted(clientIO(conn, p.limits.Load().clientWrite), &p.bytes.clientIn, &p.bytes.clientOut)
 	_, isTLS := conn.(*tls.Conn)
 	ctx, cancel := context.WithCancel(p.ctx)
 	return &client{ctx: ctx, cancel: cancel, connectedAt: time.Now(), tls: isTLS,
@@ -133,10 +133,10 @@ func (p *Proxy) serveClient(raw net.Conn) {
 	c.user, c.database = st.user, st.database
 	c.setDefaults(p.cfg.SessionDefaults(st.user, st.database))
 	c.log = c.log.With("user", st.user, "database", st.database)
-	if n := p.nclients.Add(1); n > int64(p.cfg.MaxClientConn) {
+	if max := p.limits.Load().maxClientConn; p.nclients.Add(1) > int64(max) {
 		p.nclients.Add(-1)
 		p.metrics.clientsRejected.Inc()
-		c.fatal(newError(codeTooManyConnections, "too many client connections: max_client_conn is %d", p.cfg.MaxClientConn))
+		c.fatal(newError(codeTooManyConnections, "too many client connections: max_client_conn is %d", max))
 		return
 	}
 	defer p.nclients.Add(-1)
@@ -161,7 +161,7 @@ func (p *Proxy) serveClient(raw net.Conn) {
 	c.recomputeKey()
 	p.register(c)
 	defer p.unregister(c)
-	ctx, cancel := context.WithTimeout(p.ctx, p.cfg.QueryWaitTimeout+p.cfg.ServerConnectTimeout)
+	ctx, cancel := context.WithTimeout(p.ctx, p.limits.Load().queryWait+p.cfg.ServerConnectTimeout)
 	err = c.authenticate(ctx, st)
 	if err == nil && st.database == AdminDatabase {
 		cancel()
@@ -274,9 +274,10 @@ func (c *client) loop() error {
 // idleLimit arms the read deadline for the wait for the client's next message when
 // client_idle_timeout or idle_transaction_timeout applies, and returns it (0: none).
 func (c *client) idleLimit() time.Duration {
-	limit := c.p.cfg.ClientIdleTimeout
+	l := c.p.limits.Load()
+	limit := l.clientIdle
 	if c.txStatus != 'I' || c.cur != nil {
-		limit = c.p.cfg.IdleTransactionTimeout
+		limit = l.idleTx
 	}
 	if limit <= 0 || c.rd.buffered() > 0 {
 		return 0
@@ -467,7 +468,7 @@ func (c *client) checkout(t target) (*serverConn, error) {
 	if sc == nil {
 		c.waiting.Store(pl)
 		c.waitSince.Store(time.Now().UnixNano())
-		ctx, cancel := context.WithTimeout(c.ctx, c.p.cfg.QueryWaitTimeout+c.p.cfg.ServerConnectTimeout)
+		ctx, cancel := context.WithTimeout(c.ctx, c.p.limits.Load().queryWait+c.p.cfg.ServerConnectTimeout)
 		var err error
 		sc, err = pl.acquire(ctx)
 		cancel()

@@ -417,7 +417,9 @@ func (c *Config) Validate() error {
 type configEntry struct{ key, value, def, reloadable, pending string }
 
 // reloadableKeys apply on SIGHUP and RELOAD; every other key needs a restart.
-var reloadableKeys = map[string]bool{"auth": true, "client_tls": true, "pool_size": true, "nodes": true}
+var reloadableKeys = map[string]bool{"auth": true, "client_tls": true, "pool_size": true, "nodes": true,
+	"max_client_conn": true, "query_wait_timeout": true, "client_idle_timeout": true, "idle_transaction_timeout": true,
+	"client_write_timeout": true}
 
 // secretKeys are shown masked.
 var secretKeys = map[string]bool{"server_password": true, "monitor_password": true}

@@ -311,7 +311,7 @@ func (pl *pool) acquire(ctx context.Context) (*serverConn, error) {
 		pl.mu.Unlock()
 		pl.p.metrics.clientsWaiting.Inc()
 		if deadline == nil {
-			deadline = time.NewTimer(pl.p.cfg.QueryWaitTimeout - time.Since(start))
+			deadline = time.NewTimer(pl.p.limits.Load().queryWait - time.Since(start))
 		}
 		select {
 		case sc := <-ch:
@@ -331,7 +331,7 @@ func (pl *pool) acquire(ctx context.Context) (*serverConn, error) {
 			}
 			return nil, &pgError{Severity: "ERROR", Code: codeTooManyConnections,
 				Message: fmt.Sprintf("no server connection to node %s for user %q database %q became free within %v",
-					pl.key.node, pl.key.user, pl.key.database, pl.p.cfg.QueryWaitTimeout),
+					pl.key.node, pl.key.user, pl.key.database, pl.p.limits.Load().queryWait),
 				Hint: "all pool_size connections are busy; raise pool_size or query_wait_timeout, or shorten transactions"}
 		case <-ctx.Done():
 			pl.p.metrics.clientsWaiting.Dec()

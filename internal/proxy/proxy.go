@@ -36,8 +36,9 @@ type Proxy struct {
 	applied      atomic.Pointer[Config]                 // the configuration last applied (cfg, then reloads)
 
 	bytes        byteCounters
-	poolSize     atomic.Int64 // pool_size, which a reload may change
-	draining     atomic.Bool  // Shutdown began: sessions end once out of a transaction
+	poolSize     atomic.Int64           // pool_size, which a reload may change
+	limits       atomic.Pointer[limits] // the client limits, which a reload may change
+	draining     atomic.Bool            // Shutdown began: sessions end once out of a transaction
 	shutdownOnce sync.Once
 	classifier   *classify.Classifier
 	metrics      *metrics
@@ -89,6 +90,7 @@ func New(cfg Config, log *slog.Logger) (*Proxy, error) {
 	p.auth = auth
 	p.pauses = newPauses()
 	p.poolSize.Store(int64(cfg.PoolSize))
+	p.limits.Store(limitsOf(&cfg))
 	p.applied.Store(&cfg)
 	if p.tls, err = newTLSServer(cfg.ClientTLS); err != nil {
 		return nil, err
@@ -549,23 +551,11 @@ func (p *Proxy) Reload(cfg Config) (needRestart []string, err error) {
 	if !slices.Equal(old.Nodes, cfg.Nodes) {
 		p.setNodes(cfg.Nodes)
 	}
+	p.limits.Store(limitsOf(&cfg))
 	p.applied.Store(&cfg)
-	run := p.cfg // keys that need a restart compare with what is running
-	for key, changed := range map[string]bool{
-		"listen": run.Listen != cfg.Listen, "region": run.Region != cfg.Region, "pool_mode": run.PoolMode != cfg.PoolMode,
-		"max_client_conn": run.MaxClientConn != cfg.MaxClientConn, "http_listen": run.HTTPListen != cfg.HTTPListen,
-		"poll_interval": run.PollInterval != cfg.PollInterval, "query_wait_timeout": run.QueryWaitTimeout != cfg.QueryWaitTimeout,
-		"server_connect_timeout": run.ServerConnectTimeout != cfg.ServerConnectTimeout,
-		"server_idle_timeout":    run.ServerIdleTimeout != cfg.ServerIdleTimeout, "server_lifetime": run.ServerLifetime != cfg.ServerLifetime,
-		"server_password": run.ServerPassword != cfg.ServerPassword, "server_tls": run.ServerTLS != cfg.ServerTLS || run.ServerCAFile != cfg.ServerCAFile,
-		"monitor_user":    run.MonitorUser != cfg.MonitorUser || run.MonitorPassword != cfg.MonitorPassword || run.MonitorDatabase != cfg.MonitorDatabase,
-		"write_functions": !slices.Equal(run.WriteFunctions, cfg.WriteFunctions), "max_message_size": run.MaxMessageSize != cfg.MaxMessageSize,
-		"lag_sample_interval": run.LagSampleInterval != cfg.LagSampleInterval, "max_replica_lag": run.MaxReplicaLag != cfg.MaxReplicaLag,
-		"default_consistency": run.DefaultConsistency != cfg.DefaultConsistency || run.DefaultMaxStaleness != cfg.DefaultMaxStaleness ||
-			run.ConsistencyMaxWait != cfg.ConsistencyMaxWait || len(run.ConsistencyOverrides) != len(cfg.ConsistencyOverrides),
-	} {
-		if changed {
-			needRestart = append(needRestart, key)
+	for _, e := range p.cfg.entries(cfg, DefaultConfig()) {
+		if e.pending != "" {
+			needRestart = append(needRestart, e.key)
 		}
 	}
 	slices.Sort(needRestart)
@@ -601,4 +591,15 @@ func (p *Proxy) setNodes(nodes []NodeConfig) {
 	}
 	p.mu.Unlock()
 	p.disc.Refresh()
+}
+
+// limits are the client limits a reload may change; sessions read them when they need them.
+type limits struct {
+	maxClientConn                              int
+	queryWait, clientIdle, idleTx, clientWrite time.Duration
+}
+
+func limitsOf(c *Config) *limits {
+	return &limits{maxClientConn: c.MaxClientConn, queryWait: c.QueryWaitTimeout, clientIdle: c.ClientIdleTimeout,
+		idleTx: c.IdleTransactionTimeout, clientWrite: c.ClientWriteTimeout}
 }

@@ -65,7 +65,7 @@ func wantSQLState(t *testing.T, what string, err error, code string) *pgconn.PgE
 // as the client — with the keys from the client's own exchange, since it has no password for it.
 // A wrong password and an unknown user fail alike with 28P01.
 func TestSCRAMPassthrough(t *testing.T) {
-	_, cfg := authCluster(t, superPassword)
+	c, cfg := authCluster(t, superPassword)
 	cfg.Auth.Rules = []proxy.AuthRule{{Method: proxy.AuthSCRAM}}
 	cfg.Auth.QueryUser = "postgres"
 	cfg.Auth.QueryPassword = superPassword
@@ -106,6 +106,34 @@ func TestSCRAMPassthrough(t *testing.T) {
 	}
 	if got := scrapeGauge(t, p.HTTPAddr(), "meridian_proxy_auth_failures_total"); got != 2 {
 		t.Errorf("meridian_proxy_auth_failures_total = %v, want 2", got)
+	}
+
+	// An auth file holding the servers' own verifier (copied from pg_authid): no auth query, no
+	// server password, yet the proxy logs in to the SCRAM servers as app with the client's keys.
+	same := filepath.Join(t.TempDir(), "same.txt")
+	writeAuthFile(t, c, same, "app")
+	cfg.Auth = proxy.AuthConfig{File: same, Rules: []proxy.AuthRule{{Method: proxy.AuthSCRAM}}}
+	fromFile := startProxy(t, cfg)
+	if c3, err := pgx.Connect(ctx, proxyURL(fromFile, "app", "app-secret")); err != nil {
+		t.Errorf("pgx through an auth file to SCRAM servers: %v", err)
+	} else {
+		var onReplica bool
+		if err := c3.QueryRow(ctx, "SELECT pg_is_in_recovery()").Scan(&onReplica); err != nil || !onReplica {
+			t.Errorf("read through the auth-file proxy: on the replica %v, %v", onReplica, err)
+		}
+		c3.Close(ctx)
+	}
+	fhost, fport, _ := net.SplitHostPort(fromFile.Addr())
+	cmd = exec.Command(pgtest.Binaries(t).Path("psql"), "-X", "-A", "-t", "-h", fhost, "-p", fport, "-U", "app", "-d", "postgres",
+		"-c", "SELECT current_user || ' ' || pg_is_in_recovery()")
+	cmd.Env = append(os.Environ(), "PGPASSWORD=app-secret")
+	if out, err := cmd.CombinedOutput(); err != nil || strings.TrimSpace(string(out)) != "app true" {
+		t.Errorf("psql through an auth file to SCRAM servers: %v\n%s", err, out)
+	}
+	cmd = exec.Command(pgtest.Binaries(t).Path("psql"), "-X", "-A", "-t", "-h", fhost, "-p", fport, "-U", "app", "-d", "postgres", "-c", "SELECT 1")
+	cmd.Env = append(os.Environ(), "PGPASSWORD=wrong")
+	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "password authentication failed") {
+		t.Errorf("psql with a wrong password: %v\n%s", err, out)
 	}
 
 	// A verifier of the same password with another salt (as `meridian proxy passwd` writes) checks

@@ -121,7 +121,7 @@ func (p *Proxy) serveClient(raw net.Conn) {
 	defer conn.Close() // the TLS layer, when there is one, closes the socket under it
 	if err != nil || st == nil {
 		if err != nil && !errors.Is(err, io.EOF) {
-			p.log.Debug("startup failed", "remote", raw.RemoteAddr().String(), "err", err)
+			p.log.Info("startup failed", "remote", raw.RemoteAddr().String(), "err", err)
 			p.metrics.errors.WithLabelValues(sqlstateClass(toPgError(err).Code)).Inc()
 			writeFatal(conn, err)
 		}

@@ -229,7 +229,7 @@ func (s *Server) Final(clientFinal []byte) ([]byte, Keys, error) {
 	withoutProof, proofB64 := msg[:i], msg[i+3:]
 	attrs := strings.Split(withoutProof, ",")
 	if len(attrs) < 2 || !strings.HasPrefix(attrs[0], "c=") || !strings.HasPrefix(attrs[1], "r=") {
-		return nil, Keys{}, fmt.Errorf("%w: want c=...,r=...,p=...", ErrProtocol)
+		return nil, Keys{}, fmt.Errorf("%w: want c=<binding>,r=<nonce>,p=<proof>", ErrProtocol)
 	}
 	cbind, err := base64.StdEncoding.DecodeString(attrs[0][2:])
 	if err != nil || string(cbind) != s.gs2 {

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -229,6 +230,7 @@ func appendNotice(dst []byte, msg string) []byte {
 
 // pauses holds new transactions of paused databases ("" pauses all) until they are resumed.
 type pauses struct {
+	any     atomic.Bool // something is paused: checked without the lock on every checkout
 	mu      sync.Mutex
 	paused  map[string]bool
 	resumed chan struct{} // closed (and replaced) on every RESUME
@@ -237,6 +239,9 @@ type pauses struct {
 func newPauses() *pauses { return &pauses{paused: map[string]bool{}, resumed: make(chan struct{})} }
 
 func (ps *pauses) holds(db string) (bool, <-chan struct{}) {
+	if !ps.any.Load() {
+		return false, nil
+	}
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
 	return ps.paused[""] || ps.paused[db], ps.resumed
@@ -261,6 +266,7 @@ func (ps *pauses) wait(ctx context.Context, db string) error {
 func (ps *pauses) pause(ctx context.Context, db string, active func(db string) int) error {
 	ps.mu.Lock()
 	ps.paused[db] = true
+	ps.any.Store(true)
 	ps.mu.Unlock()
 	for active(db) > 0 {
 		select {
@@ -282,6 +288,7 @@ func (ps *pauses) resume(db string) bool {
 	} else {
 		return false
 	}
+	ps.any.Store(len(ps.paused) > 0)
 	close(ps.resumed)
 	ps.resumed = make(chan struct{})
 	return true

@@ -1,10 +1,17 @@
 package proxy
 
 import (
+	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// The modes and outcomes whose counters are bound once.
+var (
+	boundModes    = [3]string{consistencyBounded, consistencySession, consistencyGlobal}
+	boundOutcomes = [3]string{outcomeImmediate, outcomeAfterWait, outcomePrimary}
 )
 
 // Route labels for queries (metrics and logs).
@@ -38,7 +45,7 @@ type metrics struct {
 	replicaLagBytes     *prometheus.GaugeVec
 	consistencyReads    *prometheus.CounterVec
 	consistencyWait     prometheus.Histogram
-	consistencyBound    map[[2]string]prometheus.Counter // read-only after newMetrics
+	consistencyBound    [3][3]prometheus.Counter // [mode][outcome] for bounded, session, global; read-only after newMetrics
 }
 
 func newMetrics(p *Proxy) *metrics {
@@ -92,10 +99,9 @@ func newMetrics(p *Proxy) *metrics {
 	m.consistencyWait = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "meridian_proxy_consistency_wait_seconds",
 		Help:    "Time reads with a consistency condition (staleness bound or WAL position) spent waiting for a replica before being routed.",
 		Buckets: []float64{.0001, .0005, .001, .002, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}})
-	m.consistencyBound = map[[2]string]prometheus.Counter{}
-	for _, mode := range []string{consistencyBounded, consistencySession, consistencyGlobal} {
-		for _, outcome := range []string{outcomeImmediate, outcomeAfterWait, outcomePrimary} {
-			m.consistencyBound[[2]string{mode, outcome}] = m.consistencyReads.WithLabelValues(mode, outcome)
+	for i, mode := range boundModes {
+		for j, outcome := range boundOutcomes {
+			m.consistencyBound[i][j] = m.consistencyReads.WithLabelValues(mode, outcome)
 		}
 	}
 	m.reloads.WithLabelValues("ok")
@@ -126,8 +132,9 @@ func (m *metrics) countConsistency(mode, outcome string) {
 // consistencyCounter returns the counter of a mode and outcome, bound once (reads in session mode,
 // the default, count on every statement).
 func (m *metrics) consistencyCounter(mode, outcome string) prometheus.Counter {
-	if c, ok := m.consistencyBound[[2]string{mode, outcome}]; ok {
-		return c
+	i, j := slices.Index(boundModes[:], mode), slices.Index(boundOutcomes[:], outcome)
+	if i >= 0 && j >= 0 {
+		return m.consistencyBound[i][j]
 	}
 	return m.consistencyReads.WithLabelValues(mode, outcome)
 }

@@ -79,14 +79,31 @@ const (
 	loadWrite = "INSERT INTO orders (customer_id, product_id, quantity, region) VALUES ($1, $2, $3, $4)"
 )
 
+// RunInfo is what every workload report says about its run.
+type RunInfo struct {
+	DurationSec      float64 `json:"duration_sec"`
+	ClientsPerRegion int     `json:"clients_per_region"`
+	Rate             float64 `json:"rate_per_region"` // statements (or pairs) per second; negative: unlimited
+	PrimaryRegion    string  `json:"primary_region"`
+}
+
+func runInfo(w Workload, primary string) RunInfo {
+	return RunInfo{ClientsPerRegion: w.ClientsPerRegion, Rate: w.Rate, PrimaryRegion: primary}
+}
+
+// rateText describes the run's pacing, unit being what Rate counts.
+func (r RunInfo) rateText(unit string) string {
+	if r.Rate > 0 {
+		return fmt.Sprintf("%.0f %s/s per region", r.Rate, unit)
+	}
+	return "as fast as they can"
+}
+
 // LoadReport is what each region saw during a load run.
 type LoadReport struct {
-	DurationSec      float64      `json:"duration_sec"`
-	ClientsPerRegion int          `json:"clients_per_region"`
-	WriteRatio       float64      `json:"write_ratio"`
-	Rate             float64      `json:"rate_per_region"` // negative: unlimited
-	PrimaryRegion    string       `json:"primary_region"`
-	Regions          []RegionLoad `json:"regions"`
+	RunInfo
+	WriteRatio float64      `json:"write_ratio"`
+	Regions    []RegionLoad `json:"regions"`
 }
 
 // RegionLoad is one region's result. Latencies are measured by the clients, end to end through the
@@ -109,7 +126,7 @@ func Load(ctx context.Context, st State, links []LinkStatus, cfg LoadConfig) (Lo
 		return LoadReport{}, err
 	}
 	cfg = cfg.withDefaults()
-	rep := LoadReport{ClientsPerRegion: cfg.ClientsPerRegion, WriteRatio: cfg.WriteRatio, Rate: cfg.Rate, PrimaryRegion: st.Primary}
+	rep := LoadReport{RunInfo: runInfo(cfg.Workload, st.Primary), WriteRatio: cfg.WriteRatio}
 	interval := clientInterval(cfg.Rate, cfg.ClientsPerRegion)
 
 	// Connect every client and prepare its statements before the clock starts.
@@ -285,10 +302,7 @@ func percentile(ds []time.Duration, q float64) time.Duration {
 
 // Render writes the report as a table.
 func (r LoadReport) Render(w io.Writer) {
-	rate := "as fast as they can"
-	if r.Rate > 0 {
-		rate = fmt.Sprintf("%.0f statements/s per region", r.Rate)
-	}
+	rate := r.rateText("statements")
 	fmt.Fprintf(w, "%.0f s, %d clients per region (%s), %.0f %% writes; primary in %s\n\n", r.DurationSec, r.ClientsPerRegion, rate,
 		100*r.WriteRatio, r.PrimaryRegion)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)

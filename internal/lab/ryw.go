@@ -39,11 +39,8 @@ const (
 
 // RYWReport is the benchmark's result: a row per region and mode.
 type RYWReport struct {
-	DurationSec      float64  `json:"duration_sec"`
-	ClientsPerRegion int      `json:"clients_per_region"`
-	Rate             float64  `json:"pairs_per_sec_per_region"` // negative: unlimited
-	PrimaryRegion    string   `json:"primary_region"`
-	Rows             []RYWRow `json:"rows"`
+	RunInfo          // Rate counts write+read pairs
+	Rows    []RYWRow `json:"rows"`
 }
 
 // RYWRow is what one region's clients of one mode saw. Latencies are measured by the clients, end to
@@ -72,7 +69,7 @@ func ReadYourWrites(ctx context.Context, st State, links []LinkStatus, cfg RYWCo
 		return RYWReport{}, err
 	}
 	cfg = cfg.withDefaults()
-	rep := RYWReport{ClientsPerRegion: cfg.ClientsPerRegion, Rate: cfg.Rate, PrimaryRegion: st.Primary}
+	rep := RYWReport{RunInfo: runInfo(cfg.Workload, st.Primary)}
 	modes := [2]string{"session", "eventual"}
 	type worker struct {
 		region, mode  int
@@ -238,10 +235,7 @@ func (r RYWReport) WriteCost(region string) float64 {
 
 // Render writes the report as a table.
 func (r RYWReport) Render(w io.Writer) {
-	rate := "as fast as they can"
-	if r.Rate > 0 {
-		rate = fmt.Sprintf("%.0f write+read pairs/s per region", r.Rate)
-	}
+	rate := r.rateText("write+read pairs")
 	fmt.Fprintf(w, "%.0f s, %d clients per region, half session and half eventual (%s); primary in %s\n\n",
 		r.DurationSec, r.ClientsPerRegion, rate, r.PrimaryRegion)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)

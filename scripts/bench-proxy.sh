@@ -41,6 +41,10 @@
 #   BENCH_SKIP_BUILD [0]  1 uses bin/meridian as it is
 #   BENCH_MERIDIAN_BIN [<repo>/bin/meridian]  the meridian binary to run (implies nothing about building)
 #   BENCH_WARMUP [3]  seconds of untimed select-only load through each target before the runs
+#   BENCH_BAR_ROUNDS [5]  after the table: rounds of select-only at BENCH_BAR_CLIENTS [16] clients
+#       through Meridian and PgBouncer, BENCH_BAR_DURATION [5] seconds each, the order swapped every
+#       round; the median of the per-round ratios is the bar's verdict (0 skips them). One 10 s run
+#       per cell is at the mercy of this shared machine's drift (±15 % seen); the rounds are not.
 set -euo pipefail
 
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -61,6 +65,9 @@ RUN_USER=${BENCH_USER:-postgres}
 SKIP_BUILD=${BENCH_SKIP_BUILD:-0}
 MERIDIAN=${BENCH_MERIDIAN_BIN:-$top/bin/meridian}
 WARMUP=${BENCH_WARMUP:-3}
+BAR_ROUNDS=${BENCH_BAR_ROUNDS:-5}
+BAR_DURATION=${BENCH_BAR_DURATION:-5}
+BAR_CLIENTS=${BENCH_BAR_CLIENTS:-16}
 export PATH="$PATH:/usr/sbin:/sbin"
 export LC_ALL=C
 
@@ -70,7 +77,7 @@ die() {
   exit 1
 }
 
-for v in DURATION SCALE POOL_SIZE IDLE_CONNS WARMUP; do
+for v in DURATION SCALE POOL_SIZE IDLE_CONNS WARMUP BAR_ROUNDS BAR_DURATION BAR_CLIENTS; do
   [[ ${!v} =~ ^[0-9]+$ ]] || die "BENCH_$v must be a whole number, got '${!v}'"
 done
 for c in $CLIENTS; do [[ $c =~ ^[1-9][0-9]*$ ]] || die "BENCH_CLIENTS: '$c' is not a client count"; done
@@ -576,6 +583,10 @@ done; done; done; done
 log "$n_runs pgbench runs of ${DURATION}s each: about $((n_runs * (DURATION + 4) / 60 + 1)) min"
 
 loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
+ratio() { # tps pgbouncer_tps
+  if [ -n "$1" ] && [ -n "$2" ]; then awk -v a="$1" -v b="$2" 'BEGIN {if (b > 0) printf "%.3f", a / b; else print "n/a"}'; else echo "n/a"; fi
+}
+
 LOAD_START=$(loadavg)
 if awk -v l="${LOAD_START%% *}" -v n="$(nproc)" 'BEGIN {exit !(l > n / 2)}'; then
   log "warning: load average is already $LOAD_START on $(nproc) CPUs: something else is running, expect noisy numbers"
@@ -647,6 +658,28 @@ for mode in $MODES; do
     done
   done
 done
+
+# The bar (Meridian ≥ PgBouncer, select-only, 16 clients) from rounds in alternating order.
+declare -A BAR=() # mode → "ratio meridian_tps pgbouncer_tps" per round, space-separated triples
+if ((BAR_ROUNDS > 0)) && want meridian && want pgbouncer && [ -z "${UNAVAILABLE[meridian]:-}" ] && [ -z "${UNAVAILABLE[pgbouncer]:-}" ]; then
+  bar_tps() { # target mode → tps of one select-only run
+    local out
+    out=$("$BINDIR/pgbench" -h 127.0.0.1 -p "${PORT_OF[$1]}" -U postgres -n -S -M "$2" -c "$BAR_CLIENTS" \
+      -j $((BAR_CLIENTS < 2 ? BAR_CLIENTS : 2)) -T "$BAR_DURATION" bench 2>&1) || { echo 0; return; }
+    echo "$out" | sed -n 's/^tps = \([0-9.]*\) (without initial connection time)$/\1/p'
+  }
+  for mode in $MODES; do
+    for ((r = 1; r <= BAR_ROUNDS; r++)); do
+      if ((r % 2)); then order="meridian pgbouncer"; else order="pgbouncer meridian"; fi
+      declare -A got=()
+      for t in $order; do got[$t]=$(bar_tps "$t" "$mode"); done
+      q=$(ratio "${got[meridian]}" "${got[pgbouncer]}")
+      BAR[$mode]+="$q ${got[meridian]} ${got[pgbouncer]} "
+      log "bar -M $mode round $r/$BAR_ROUNDS ($order): Meridian ${got[meridian]} tps, PgBouncer ${got[pgbouncer]} tps, ratio $q"
+      unset got
+    done
+  done
+fi
 
 LOAD_END=$(loadavg)
 PGPOOL_NODES=""
@@ -729,9 +762,6 @@ cpu=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
 mem=$(awk '/^MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)
 os=$(. /etc/os-release 2>/dev/null && echo "$PRETTY_NAME" || uname -s)
 
-ratio() { # tps pgbouncer_tps
-  if [ -n "$1" ] && [ -n "$2" ]; then awk -v a="$1" -v b="$2" 'BEGIN {if (b > 0) printf "%.2f", a / b; else print "n/a"}'; else echo "n/a"; fi
-}
 fmt0() { awk -v v="$1" 'BEGIN {printf "%.0f", v}'; }
 fmt2() { awk -v v="$1" 'BEGIN {printf "%.2f", v}'; }
 
@@ -785,6 +815,25 @@ fmt2() { awk -v v="$1" 'BEGIN {printf "%.2f", v}'; }
     done
     echo
   done
+  if [ ${#BAR[@]} -gt 0 ]; then
+    echo "## The bar: Meridian ≥ PgBouncer, select-only, $BAR_CLIENTS clients"
+    echo
+    echo "$BAR_ROUNDS rounds per protocol after the table, ${BAR_DURATION}s each, Meridian and PgBouncer back to back in an order swapped every round; the verdict is the median of the per-round ratios."
+    echo
+    echo "| protocol | ratio per round (Meridian TPS / PgBouncer TPS) | median | min | max | verdict |"
+    echo "|---|---|---|---|---|---|"
+    for mode in $MODES; do
+      [ -n "${BAR[$mode]:-}" ] || continue
+      echo "${BAR[$mode]}" | awk -v mode="$mode" '{
+        n = 0; list = ""
+        for (i = 1; i + 2 <= NF; i += 3) { n++; q[n] = $i + 0; list = list sprintf("%s%.3f (%.0f / %.0f)", (n > 1 ? ", " : ""), $i, $(i + 1), $(i + 2)) }
+        for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (q[j] < q[i]) { t = q[i]; q[i] = q[j]; q[j] = t }
+        med = (n % 2) ? q[(n + 1) / 2] : (q[n / 2] + q[n / 2 + 1]) / 2
+        printf "| %s | %s | **%.3f** | %.3f | %.3f | %s |\n", mode, list, med, q[1], q[n], (med >= 1 ? "met" : "not met")
+      }'
+    done
+    echo
+  fi
   if [ -n "$PGPOOL_NODES" ]; then
     echo "Pgpool-II's own count of load-balanced SELECTs (SHOW pool_nodes, whole run including the warm-up): $PGPOOL_NODES"
     echo

@@ -10,6 +10,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -22,11 +23,13 @@ import (
 	"github.com/meridiandb/meridian/internal/proxy"
 )
 
-// BenchmarkPgbenchSelectOnly runs pgbench -S through the proxy (replica in the proxy's region) and
-// directly against the replica, and reports both TPS and their ratio. Use -cpuprofile to see where
-// the proxy spends its time: pgbench runs in a separate process.
+// BenchmarkPgbenchSelectOnly runs pgbench -S against the replica through the proxy (replica in the
+// proxy's region), through PgBouncer (transaction mode, when installed) and through epollRelay (an
+// event loop reduced to copying bytes), in BENCH_ROUNDS rounds of rotating order, then directly; it
+// reports median TPS, CPU per transaction and per-round ratios. Use -cpuprofile to see where the proxy spends its
+// time: pgbench runs in a separate process.
 //
-//	go test -run '^$' -bench PgbenchSelectOnly -benchtime 1x ./internal/proxy/
+//	BENCH_ROUNDS=6 BENCH_SECONDS=5 go test -run '^$' -bench PgbenchSelectOnly -benchtime 1x ./internal/proxy/
 func BenchmarkPgbenchSelectOnly(b *testing.B) {
 	c := pgtest.NewCluster(b, pgtest.Options{Replicas: 1, Settings: map[string]string{"max_connections": "200"}})
 	cfg := proxy.DefaultConfig()
@@ -73,32 +76,79 @@ func BenchmarkPgbenchSelectOnly(b *testing.B) {
 	args := []string{"-S", "-n", "-M", mode, "-c", clients, "-j", "2", "-T", dur}
 	rep := c.Replicas[0].Endpoint()
 	bouncerPort, bouncerPID := startPgBouncer(b, c.Base, rep.Port)
+	relay := startEpollRelay(b, rep.String())
+	_, relayPort, _ := net.SplitHostPort(relay.addr())
+	type contender struct {
+		name, host, port string
+		pid              int // for CPU time: 0 is this process
+		tps, cpu         []float64
+	}
+	all := []*contender{
+		{name: "proxy", host: host, port: port},
+		{name: "epoll-relay", host: "127.0.0.1", port: relayPort},
+	}
+	if bouncerPort != "" {
+		all = append(all, &contender{name: "pgbouncer", host: "127.0.0.1", port: bouncerPort, pid: bouncerPID})
+	}
+	rounds, _ := strconv.Atoi(envOr("BENCH_ROUNDS", "1"))
+	secs, _ := strconv.ParseFloat(dur, 64)
 	b.ResetTimer()
 	for range b.N {
-		stop := straceIfAsked(b, os.Getpid(), "proxy")
-		cpu0 := selfCPU()
-		proxied := run(host, port, args...)
-		proxyCPU := selfCPU().sub(cpu0)
-		stop()
-		direct := run(rep.Host, strconv.Itoa(rep.Port), args...)
-		b.ReportMetric(proxied, "proxy-tps")
-		b.ReportMetric(direct, "direct-tps")
-		b.ReportMetric(proxied/direct, "proxy/direct")
-		secs, _ := strconv.ParseFloat(dur, 64)
-		b.ReportMetric(float64(proxyCPU.total().Microseconds())/(proxied*secs), "proxy-cpu-µs/txn")
-		b.ReportMetric(float64(proxyCPU.sys.Microseconds())/(proxied*secs), "proxy-sys-µs/txn")
-		if bouncerPort != "" {
-			stop := straceIfAsked(b, bouncerPID, "pgbouncer")
-			cpu0 := procCPU(bouncerPID)
-			bounced := run("127.0.0.1", bouncerPort, args...)
-			bouncerCPU := procCPU(bouncerPID).sub(cpu0)
-			stop()
-			b.ReportMetric(bounced, "pgbouncer-tps")
-			b.ReportMetric(proxied/bounced, "proxy/pgbouncer")
-			b.ReportMetric(float64(bouncerCPU.total().Microseconds())/(bounced*secs), "pgbouncer-cpu-µs/txn")
-			b.ReportMetric(float64(bouncerCPU.sys.Microseconds())/(bounced*secs), "pgbouncer-sys-µs/txn")
+		// Each round runs every contender once, in an order rotated from round to round, so that
+		// a slow drift of this shared machine weighs on all alike; medians over rounds are reported.
+		var ratios, relayRatios []float64
+		for r := range max(rounds, 1) {
+			for i := range all {
+				ct := all[(i+r)%len(all)]
+				cpuOf := selfCPU
+				pid := ct.pid
+				if pid != 0 {
+					cpuOf = func() cpuTime { return procCPU(pid) }
+				} else {
+					pid = os.Getpid()
+				}
+				stop := straceIfAsked(b, pid, ct.name)
+				cpu0 := cpuOf()
+				tps := run(ct.host, ct.port, args...)
+				used := cpuOf().sub(cpu0)
+				stop()
+				ct.tps = append(ct.tps, tps)
+				ct.cpu = append(ct.cpu, float64(used.total().Microseconds())/(tps*secs))
+			}
+			line := fmt.Sprintf("round %d:", r+1)
+			for _, ct := range all {
+				line += fmt.Sprintf(" %s %.0f TPS (%.1f µs CPU/txn)", ct.name, ct.tps[r], ct.cpu[r])
+			}
+			if len(all) == 3 {
+				ratios = append(ratios, all[0].tps[r]/all[2].tps[r])
+				relayRatios = append(relayRatios, all[1].tps[r]/all[2].tps[r])
+				line += fmt.Sprintf("; proxy/pgbouncer %.3f, epoll-relay/pgbouncer %.3f", ratios[r], relayRatios[r])
+			}
+			b.Log(line)
+		}
+		b.ReportMetric(run(rep.Host, strconv.Itoa(rep.Port), args...), "direct-tps")
+		for _, ct := range all {
+			b.ReportMetric(median(ct.tps), ct.name+"-tps")
+			b.ReportMetric(median(ct.cpu), ct.name+"-cpu-µs/txn")
+		}
+		if len(ratios) > 0 {
+			b.ReportMetric(median(ratios), "proxy/pgbouncer")
+			b.ReportMetric(median(relayRatios), "epoll-relay/pgbouncer")
 		}
 	}
+}
+
+// median returns the middle value of v (the mean of the two middle ones for an even count).
+func median(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := append([]float64(nil), v...)
+	sort.Float64s(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
 // startPgBouncer runs PgBouncer (transaction mode, pool 20) in front of the replica when it is

@@ -90,7 +90,7 @@ func (r *rawIO) Read(p []byte) (int, error) {
 func (r *rawIO) readOnce(fd uintptr) bool {
 	p := r.rbuf
 	for {
-		m, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+		m, _, e := syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)), 0, 0, 0)
 		switch e {
 		case syscall.EINTR:
 			continue
@@ -127,7 +127,7 @@ func (r *rawIO) Write(p []byte) (int, error) {
 func (r *rawIO) writeAll(fd uintptr) bool {
 	p := r.wbuf
 	for r.wn < len(p) {
-		m, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&p[r.wn])), uintptr(len(p)-r.wn))
+		m, _, e := syscall.RawSyscall6(syscall.SYS_SENDTO, fd, uintptr(unsafe.Pointer(&p[r.wn])), uintptr(len(p)-r.wn), syscall.MSG_NOSIGNAL, 0, 0)
 		switch e {
 		case 0:
 			r.wn += int(m)

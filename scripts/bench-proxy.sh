@@ -588,6 +588,7 @@ ratio() { # tps pgbouncer_tps
 }
 
 LOAD_START=$(loadavg)
+CPU_START=$(head -n 1 /proc/stat)
 if awk -v l="${LOAD_START%% *}" -v n="$(nproc)" 'BEGIN {exit !(l > n / 2)}'; then
   log "warning: load average is already $LOAD_START on $(nproc) CPUs: something else is running, expect noisy numbers"
 fi
@@ -682,6 +683,8 @@ if ((BAR_ROUNDS > 0)) && want meridian && want pgbouncer && [ -z "${UNAVAILABLE[
 fi
 
 LOAD_END=$(loadavg)
+# The share of CPU time the hypervisor gave to other guests while this machine wanted it (steal).
+STEAL=$(printf '%s\n%s\n' "$CPU_START" "$(head -n 1 /proc/stat)" | awk '{t = 0; for (i = 2; i <= NF; i++) t += $i; tot[NR] = t; st[NR] = $9} END {d = tot[2] - tot[1]; if (d > 0) printf "%.1f %%", 100 * (st[2] - st[1]) / d; else print "n/a"}')
 PGPOOL_NODES=""
 if want pgpool && [ -z "${UNAVAILABLE[pgpool]:-}" ] && running "${PID_OF[pgpool]}"; then
   PGPOOL_NODES=$(sql "$P_PGPOOL" bench 'show pool_nodes' 2>/dev/null | awk -F'|' '{printf "%snode %s (port %s, %s, %s): select_cnt %s", (NR > 1 ? "; " : ""), $1, $3, $4, $7, $9}' || true)
@@ -770,7 +773,7 @@ fmt2() { awk -v v="$1" 'BEGIN {printf "%.2f", v}'; }
   echo
   echo "- date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
   echo "- command: \`make bench-proxy\` (BENCH_DURATION=$DURATION BENCH_CLIENTS=\"$CLIENTS\" BENCH_MODES=\"$MODES\" BENCH_SCALE=$SCALE BENCH_POOL_SIZE=$POOL_SIZE BENCH_IDLE_CONNS=$IDLE_CONNS BENCH_PGPOOL_MODE=$PGPOOL_MODE)"
-  echo "- machine: $(nproc) CPUs ($cpu), $mem RAM, $os, kernel $(uname -r); load average (1/5/15 min) $LOAD_START before the pgbench runs, $LOAD_END after (everything, pgbench included, shares these CPUs: a load above ~2 before the runs means something else was running)"
+  echo "- machine: $(nproc) CPUs ($cpu), $mem RAM, $os, kernel $(uname -r); load average (1/5/15 min) $LOAD_START before the pgbench runs, $LOAD_END after (everything, pgbench included, shares these CPUs: a load above ~2 before the runs means something else was running); CPU time stolen by the hypervisor during the runs: $STEAL"
   echo "- software: $ver_pg; $ver_bouncer; $ver_pgpool; $ver_meridian (tree $ver_git)"
   echo "- servers: one primary and one streaming replica (pg_basebackup -R), max_connections 300, shared_buffers 256MB, synchronous_commit $SYNC_COMMIT, trust auth on 127.0.0.1; pgbench scale $SCALE"
   echo "- direct PostgreSQL: pgbench straight to the primary"

@@ -107,7 +107,7 @@ func BenchmarkPgbenchSelectOnly(b *testing.B) {
 				} else {
 					pid = os.Getpid()
 				}
-				stop := straceIfAsked(b, pid, ct.name)
+				stop := straceIfAsked(b, pid, fmt.Sprintf("%s-%d", ct.name, r+1))
 				cpu0 := cpuOf()
 				tps := run(ct.host, ct.port, args...)
 				used := cpuOf().sub(cpu0)
@@ -211,6 +211,9 @@ func straceIfAsked(b *testing.B, pid int, name string) func() {
 			"syscalls:sys_enter_read,syscalls:sys_enter_write,syscalls:sys_enter_recvfrom,syscalls:sys_enter_sendto,"+
 			"syscalls:sys_enter_epoll_wait,syscalls:sys_enter_epoll_pwait,syscalls:sys_enter_futex,syscalls:sys_enter_nanosleep", "-p", strconv.Itoa(pid),
 			"-o", filepath.Join(os.Getenv("BENCH_PERF"), name+".perf"))
+	case os.Getenv("BENCH_PERF_ALL") != "":
+		// Every process on the machine (pgbench, PostgreSQL, the pooler): compare with perf report --sort comm.
+		cmd = exec.Command("perf", "record", "-a", "-o", filepath.Join(os.Getenv("BENCH_PERF_ALL"), name+".data"))
 	case os.Getenv("BENCH_PERF_RECORD") != "":
 		cmd = exec.Command("perf", "record", "-g", "--no-inherit", "-p", strconv.Itoa(pid), "-o", filepath.Join(os.Getenv("BENCH_PERF_RECORD"), name+".data"))
 	default:

@@ -26,10 +26,10 @@ import (
 // BenchmarkPgbenchSelectOnly runs pgbench -S against the replica through the proxy (replica in the
 // proxy's region), through PgBouncer (transaction mode, when installed) and through epollRelay (an
 // event loop reduced to copying bytes), in BENCH_ROUNDS rounds of rotating order, then directly; it
-// reports median TPS, CPU per transaction and per-round ratios. Use -cpuprofile to see where the proxy spends its
-// time: pgbench runs in a separate process.
+// reports median TPS, CPU per transaction and per-round ratios (-v prints every round). Use
+// -cpuprofile to see where the proxy spends its time: pgbench runs in a separate process.
 //
-//	BENCH_ROUNDS=6 BENCH_SECONDS=5 go test -run '^$' -bench PgbenchSelectOnly -benchtime 1x ./internal/proxy/
+//	BENCH_ROUNDS=10 BENCH_SECONDS=5 go test -run '^$' -bench PgbenchSelectOnly -benchtime 1x -v ./internal/proxy/
 func BenchmarkPgbenchSelectOnly(b *testing.B) {
 	c := pgtest.NewCluster(b, pgtest.Options{Replicas: 1, Settings: map[string]string{"max_connections": "200"}})
 	cfg := proxy.DefaultConfig()

@@ -45,6 +45,9 @@
 #       through Meridian and PgBouncer, BENCH_BAR_DURATION [5] seconds each, the order swapped every
 #       round; the median of the per-round ratios is the bar's verdict (0 skips them). One 10 s run
 #       per cell is at the mercy of this shared machine's drift (±15 % seen); the rounds are not.
+#   BENCH_BAR_RELAY [1]  also run the bar rounds through the epoll relay (scripts/bench/epollrelay,
+#       internal/benchrelay): an event loop reduced to copying bytes, in front of the primary — the
+#       yardstick of what any Go proxy could do here. "relay" in BENCH_TARGETS adds it to the table.
 set -euo pipefail
 
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -68,6 +71,7 @@ WARMUP=${BENCH_WARMUP:-3}
 BAR_ROUNDS=${BENCH_BAR_ROUNDS:-5}
 BAR_DURATION=${BENCH_BAR_DURATION:-5}
 BAR_CLIENTS=${BENCH_BAR_CLIENTS:-16}
+BAR_RELAY=${BENCH_BAR_RELAY:-1}
 export PATH="$PATH:/usr/sbin:/sbin"
 export LC_ALL=C
 
@@ -83,7 +87,8 @@ done
 for c in $CLIENTS; do [[ $c =~ ^[1-9][0-9]*$ ]] || die "BENCH_CLIENTS: '$c' is not a client count"; done
 for m in $MODES; do [[ $m =~ ^(simple|extended|prepared)$ ]] || die "BENCH_MODES: unknown protocol '$m'"; done
 for s in $SCRIPTS; do [[ $s =~ ^(select-only|tpcb-like)$ ]] || die "BENCH_SCRIPTS: unknown script '$s'"; done
-for t in $TARGETS; do [[ $t =~ ^(direct|meridian|pgbouncer|pgpool)$ ]] || die "BENCH_TARGETS: unknown target '$t'"; done
+for t in $TARGETS; do [[ $t =~ ^(direct|meridian|pgbouncer|pgpool|relay)$ ]] || die "BENCH_TARGETS: unknown target '$t'"; done
+[[ $BAR_RELAY =~ ^[01]$ ]] || die "BENCH_BAR_RELAY must be 0 or 1"
 [[ $PGPOOL_MODE =~ ^(streaming_replication|raw)$ ]] || die "BENCH_PGPOOL_MODE must be streaming_replication or raw"
 want() { [[ " $TARGETS " == *" $1 "* ]]; }
 max_clients=0
@@ -345,6 +350,14 @@ if want meridian; then
   [ -z "$MERIDIAN_REASON" ] || log "meridian proxy: $MERIDIAN_REASON"
 fi
 
+RELAY_REASON=""
+if want relay || ((BAR_RELAY == 1 && BAR_ROUNDS > 0)); then
+  if ! (cd "$top" && "$GO" build -o "$WORK/bin/epollrelay" ./scripts/bench/epollrelay) >"$WORK/logs/epollrelay-build.log" 2>&1; then
+    RELAY_REASON="could not build scripts/bench/epollrelay: $(head -n 1 "$WORK/logs/epollrelay-build.log")"
+    log "$RELAY_REASON"
+  fi
+fi
+
 IDLE_REASON=""
 if ((IDLE_CONNS > 0)); then
   if ! (cd "$top" && "$GO" build -o "$WORK/bin/idleconns" ./scripts/bench/idleconns) >"$WORK/logs/idleconns-build.log" 2>&1; then
@@ -370,6 +383,8 @@ pick_port
 P_MERIDIAN=$REPLY
 pick_port
 P_MERIDIAN_HTTP=$REPLY
+pick_port
+P_RELAY=$REPLY
 
 log "initdb + primary on 127.0.0.1:$P_PRIMARY"
 "${AS_PG[@]}" "$BINDIR/initdb" -D "$WORK/pg/primary" -U postgres -A trust -E UTF8 --locale=C >"$WORK/logs/initdb.log" 2>&1 ||
@@ -471,6 +486,18 @@ EOF
   wait_sql PgBouncer "$REPLY" "$P_BOUNCER" bench 30 "$WORK/logs/pgbouncer.log" || UNAVAILABLE[pgbouncer]="failed to start (see its log)"
 fi
 
+if want relay || ((BAR_RELAY == 1 && BAR_ROUNDS > 0)); then
+  if [ -n "$RELAY_REASON" ]; then
+    UNAVAILABLE[relay]=$RELAY_REASON
+  else
+    log "epoll relay (yardstick) on 127.0.0.1:$P_RELAY (one server connection per client → primary)"
+    start relay TERM "$WORK/logs/epollrelay.log" "$WORK/bin/epollrelay" -listen "127.0.0.1:$P_RELAY" -server "127.0.0.1:$P_PRIMARY"
+    PID_OF[relay]=$REPLY
+    PORT_OF[relay]=$P_RELAY
+    wait_sql "epoll relay" "$REPLY" "$P_RELAY" bench 30 "$WORK/logs/epollrelay.log" || UNAVAILABLE[relay]="failed to start (see its log)"
+  fi
+fi
+
 PGPOOL_CHILDREN=$((max_clients + 4))
 if want pgpool; then
   if [ "$PGPOOL_MODE" = raw ]; then
@@ -568,6 +595,7 @@ LABELS_direct="direct PostgreSQL"
 LABELS_meridian="Meridian proxy"
 LABELS_pgbouncer="PgBouncer"
 LABELS_pgpool="Pgpool-II"
+LABELS_relay="epoll relay (yardstick)"
 label() { local v="LABELS_$1"; echo "${!v}"; }
 
 statements() { # port → statements run in database bench since the last reset_statements
@@ -661,7 +689,8 @@ for mode in $MODES; do
 done
 
 # The bar (Meridian ≥ PgBouncer, select-only, 16 clients) from rounds in alternating order.
-declare -A BAR=() # mode → "ratio meridian_tps pgbouncer_tps" per round, space-separated triples
+declare -A BAR=()       # mode → "ratio meridian_tps pgbouncer_tps" per round, space-separated triples
+declare -A BAR_YARD=()  # mode → the same for the epoll relay against PgBouncer
 if ((BAR_ROUNDS > 0)) && want meridian && want pgbouncer && [ -z "${UNAVAILABLE[meridian]:-}" ] && [ -z "${UNAVAILABLE[pgbouncer]:-}" ]; then
   bar_tps() { # target mode → tps of one select-only run
     local out
@@ -669,14 +698,24 @@ if ((BAR_ROUNDS > 0)) && want meridian && want pgbouncer && [ -z "${UNAVAILABLE[
       -j $((BAR_CLIENTS < 2 ? BAR_CLIENTS : 2)) -T "$BAR_DURATION" bench 2>&1) || { echo 0; return; }
     echo "$out" | sed -n 's/^tps = \([0-9.]*\) (without initial connection time)$/\1/p'
   }
+  bar_targets=(meridian pgbouncer)
+  if ((BAR_RELAY == 1)) && [ -z "${UNAVAILABLE[relay]:-}" ]; then bar_targets+=(relay); fi
+  n_bar=${#bar_targets[@]}
   for mode in $MODES; do
     for ((r = 1; r <= BAR_ROUNDS; r++)); do
-      if ((r % 2)); then order="meridian pgbouncer"; else order="pgbouncer meridian"; fi
+      order=""
+      for ((i = 0; i < n_bar; i++)); do order+="${bar_targets[$(((i + r - 1) % n_bar))]} "; done
       declare -A got=()
       for t in $order; do got[$t]=$(bar_tps "$t" "$mode"); done
       q=$(ratio "${got[meridian]}" "${got[pgbouncer]}")
       BAR[$mode]+="$q ${got[meridian]} ${got[pgbouncer]} "
-      log "bar -M $mode round $r/$BAR_ROUNDS ($order): Meridian ${got[meridian]} tps, PgBouncer ${got[pgbouncer]} tps, ratio $q"
+      line="bar -M $mode round $r/$BAR_ROUNDS (${order% }): Meridian ${got[meridian]} tps, PgBouncer ${got[pgbouncer]} tps, ratio $q"
+      if [ -n "${got[relay]:-}" ]; then
+        y=$(ratio "${got[relay]}" "${got[pgbouncer]}")
+        BAR_YARD[$mode]+="$y ${got[relay]} ${got[pgbouncer]} "
+        line+="; epoll relay ${got[relay]} tps, ratio $y"
+      fi
+      log "$line"
       unset got
     done
   done
@@ -732,7 +771,7 @@ measure_idle() { # target count [note] [goal MiB]
 }
 if ((IDLE_CONNS > 0)) && [ -z "$IDLE_REASON" ]; then
   for t in $TARGETS; do
-    [ "$t" != direct ] || continue
+    [ "$t" != direct ] && [ "$t" != relay ] || continue
     [ -z "${UNAVAILABLE[$t]:-}" ] || continue
     running "${PID_OF[$t]}" || {
       RSS_ROW[$t]="| $(label "$t") | — | — | — | — | — | — | — | no longer running |"
@@ -821,18 +860,19 @@ fmt2() { awk -v v="$1" 'BEGIN {printf "%.2f", v}'; }
   if [ ${#BAR[@]} -gt 0 ]; then
     echo "## The bar: Meridian ≥ PgBouncer, select-only, $BAR_CLIENTS clients"
     echo
-    echo "$BAR_ROUNDS rounds per protocol after the table, ${BAR_DURATION}s each, Meridian and PgBouncer back to back in an order swapped every round; the verdict is the median of the per-round ratios."
+    echo "$BAR_ROUNDS rounds per protocol after the table, ${BAR_DURATION}s each, Meridian and PgBouncer back to back in an order rotated every round; the verdict is the median of the per-round ratios.${BAR_YARD[*]:+ The epoll relay (scripts/bench/epollrelay: an event loop reduced to copying bytes, one server connection per client, in front of the primary) ran in the same rounds as a yardstick of what any Go proxy could do here.}"
     echo
-    echo "| protocol | ratio per round (Meridian TPS / PgBouncer TPS) | median | min | max | verdict |"
+    echo "| protocol | ratio per round (TPS / PgBouncer TPS) | median | min | max | verdict |"
     echo "|---|---|---|---|---|---|"
     for mode in $MODES; do
       [ -n "${BAR[$mode]:-}" ] || continue
-      echo "${BAR[$mode]}" | awk -v mode="$mode" '{
+      { echo "${BAR[$mode]}"; echo "${BAR_YARD[$mode]:-}"; } | awk -v mode="$mode" 'NF > 0 {
+        what = (NR == 1) ? "Meridian, " mode : "epoll relay (yardstick), " mode
         n = 0; list = ""
         for (i = 1; i + 2 <= NF; i += 3) { n++; q[n] = $i + 0; list = list sprintf("%s%.3f (%.0f / %.0f)", (n > 1 ? ", " : ""), $i, $(i + 1), $(i + 2)) }
         for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (q[j] < q[i]) { t = q[i]; q[i] = q[j]; q[j] = t }
         med = (n % 2) ? q[(n + 1) / 2] : (q[n / 2] + q[n / 2 + 1]) / 2
-        printf "| %s | %s | **%.3f** | %.3f | %.3f | %s |\n", mode, list, med, q[1], q[n], (med >= 1 ? "met" : "not met")
+        printf "| %s | %s | **%.3f** | %.3f | %.3f | %s |\n", what, list, med, q[1], q[n], (NR > 1 ? "—" : (med >= 1 ? "met" : "not met"))
       }'
     done
     echo
@@ -854,7 +894,7 @@ fmt2() { awk -v v="$1" 'BEGIN {printf "%.2f", v}'; }
     echo "| pooler | clients asked | clients opened | processes | RSS before MiB | RSS with clients MiB | PSS with clients MiB | KiB per client | note |"
     echo "|---|---|---|---|---|---|---|---|---|"
     for t in $TARGETS; do
-      [ "$t" != direct ] || continue
+      [ "$t" != direct ] && [ "$t" != relay ] || continue
       if [ -n "${UNAVAILABLE[$t]:-}" ]; then
         if [ "$t" = meridian ]; then echo "| meridian proxy: ${UNAVAILABLE[$t]} | | | | | | | | |"; else echo "| $(label "$t"): ${UNAVAILABLE[$t]} | | | | | | | | |"; fi
         continue

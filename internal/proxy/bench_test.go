@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meridiandb/meridian/internal/benchrelay"
 	"github.com/meridiandb/meridian/internal/pgnode"
 
 	"github.com/meridiandb/meridian/internal/pgtest"
@@ -24,10 +25,10 @@ import (
 )
 
 // BenchmarkPgbenchSelectOnly runs pgbench -S against the replica through the proxy (replica in the
-// proxy's region), through PgBouncer (transaction mode, when installed) and through epollRelay (an
-// event loop reduced to copying bytes), in BENCH_ROUNDS rounds of rotating order, then directly; it
-// reports median TPS, CPU per transaction and per-round ratios (-v prints every round). Use
-// -cpuprofile to see where the proxy spends its time: pgbench runs in a separate process.
+// proxy's region), through PgBouncer (transaction mode, when installed) and through the benchrelay
+// yardstick (an event loop reduced to copying bytes), in BENCH_ROUNDS rounds of rotating order, then
+// directly; it reports median TPS, CPU per transaction and per-round ratios (-v prints every round).
+// Use -cpuprofile to see where the proxy spends its time: pgbench runs in a separate process.
 //
 //	BENCH_ROUNDS=10 BENCH_SECONDS=5 go test -run '^$' -bench PgbenchSelectOnly -benchtime 1x -v ./internal/proxy/
 func BenchmarkPgbenchSelectOnly(b *testing.B) {
@@ -76,8 +77,12 @@ func BenchmarkPgbenchSelectOnly(b *testing.B) {
 	args := []string{"-S", "-n", "-M", mode, "-c", clients, "-j", "2", "-T", dur}
 	rep := c.Replicas[0].Endpoint()
 	bouncerPort, bouncerPID := startPgBouncer(b, c.Base, rep.Port)
-	relay := startEpollRelay(b, rep.String())
-	_, relayPort, _ := net.SplitHostPort(relay.addr())
+	relay, err := benchrelay.Start("127.0.0.1:0", rep.String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer relay.Close()
+	_, relayPort, _ := net.SplitHostPort(relay.Addr())
 	type contender struct {
 		name, host, port string
 		pid              int // for CPU time: 0 is this process

@@ -1,20 +1,23 @@
-package proxy_test
+//go:build linux
+
+// Package benchrelay is a yardstick for the proxy benchmarks: the event-loop design reduced to its
+// least. One locked thread copies bytes between each client and a server connection of its own (no
+// pooling, no parsing, no routing, no metrics), waiting in its own epoll and moving data with raw
+// recvfrom/sendto, as PgBouncer's loop does minus everything PgBouncer and Meridian do on top. Run
+// beside the proxy and PgBouncer, it shows what an event-loop data path in Go could at best be on
+// the machine at hand. It is not a proxy anyone should use.
+package benchrelay
 
 import (
 	"net"
 	"runtime"
 	"sync"
 	"syscall"
-	"testing"
 	"unsafe"
 )
 
-// epollRelay is the event-loop design reduced to its least: one locked thread copying bytes between
-// each client and a server connection of its own (no pooling, no parsing, no routing, no metrics),
-// waiting in its own epoll and moving data with raw recvfrom/sendto, as PgBouncer's loop does minus
-// everything PgBouncer and Meridian do on top. The benchmark runs it beside the proxy and PgBouncer:
-// it is what an event-loop data path in Go could at best be on this machine.
-type epollRelay struct {
+// Relay forwards every connection accepted on its listener to server.
+type Relay struct {
 	ln   net.Listener
 	epfd int
 	mu   sync.Mutex
@@ -23,40 +26,46 @@ type epollRelay struct {
 	wg   sync.WaitGroup
 }
 
-func startEpollRelay(tb testing.TB, server string) *epollRelay {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+// Start listens on listen (host:port, port 0 for any) and relays to server.
+func Start(listen, server string) (*Relay, error) {
+	ln, err := net.Listen("tcp", listen)
 	if err != nil {
-		tb.Fatal(err)
+		return nil, err
 	}
 	epfd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
 	if err != nil {
-		tb.Fatal(err)
+		ln.Close()
+		return nil, err
 	}
-	r := &epollRelay{ln: ln, epfd: epfd, peer: map[int32]int32{}, done: make(chan struct{})}
+	r := &Relay{ln: ln, epfd: epfd, peer: map[int32]int32{}, done: make(chan struct{})}
 	r.wg.Add(2)
 	go r.accept(server)
 	go r.loop()
-	tb.Cleanup(r.close)
-	return r
+	return r, nil
 }
 
-func (r *epollRelay) addr() string { return r.ln.Addr().String() }
+// Addr is the address the relay listens on.
+func (r *Relay) Addr() string { return r.ln.Addr().String() }
 
 // detach takes a connection's socket out of Go's poller: the relay's own epoll waits on it instead.
 func detach(c net.Conn) (int, error) {
 	defer c.Close()
-	rc, err := c.(syscall.Conn).SyscallConn()
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return -1, syscall.EINVAL
+	}
+	rc, err := sc.SyscallConn()
 	if err != nil {
 		return -1, err
 	}
 	fd := -1
-	if err := rc.Control(func(s uintptr) { fd, err = syscall.Dup(int(s)) }); err != nil {
-		return -1, err
+	if cerr := rc.Control(func(s uintptr) { fd, err = syscall.Dup(int(s)) }); cerr != nil {
+		return -1, cerr
 	}
 	return fd, err
 }
 
-func (r *epollRelay) accept(server string) {
+func (r *Relay) accept(server string) {
 	defer r.wg.Done()
 	for {
 		cc, err := r.ln.Accept()
@@ -71,8 +80,11 @@ func (r *epollRelay) accept(server string) {
 		cfd, err1 := detach(cc)
 		sfd, err2 := detach(sc)
 		if err1 != nil || err2 != nil {
-			syscall.Close(cfd)
-			syscall.Close(sfd)
+			for _, fd := range []int{cfd, sfd} {
+				if fd >= 0 {
+					syscall.Close(fd)
+				}
+			}
 			continue
 		}
 		r.mu.Lock()
@@ -84,7 +96,7 @@ func (r *epollRelay) accept(server string) {
 	}
 }
 
-func (r *epollRelay) loop() {
+func (r *Relay) loop() {
 	defer r.wg.Done()
 	runtime.LockOSThread()
 	events := make([]syscall.EpollEvent, 128)
@@ -101,16 +113,19 @@ func (r *epollRelay) loop() {
 		}
 		r.mu.Lock()
 		for _, ev := range events[:n] {
+			to, ok := r.peer[ev.Fd]
+			if !ok {
+				continue // closed earlier in this batch
+			}
 			m, _, e := syscall.RawSyscall6(syscall.SYS_RECVFROM, uintptr(ev.Fd), uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf)), 0, 0, 0)
 			if e == syscall.EAGAIN {
 				continue
 			}
-			to, ok := r.peer[ev.Fd]
-			if e != 0 || m == 0 || !ok {
+			if e != 0 || m == 0 {
 				r.drop(ev.Fd)
 				continue
 			}
-			// Small request/response messages: the peer's socket buffer always has room.
+			// Request/response traffic of a benchmark: the peer's socket buffer has room.
 			_, _, _ = syscall.RawSyscall6(syscall.SYS_SENDTO, uintptr(to), uintptr(unsafe.Pointer(&buf[0])), m, syscall.MSG_NOSIGNAL, 0, 0)
 		}
 		r.mu.Unlock()
@@ -118,7 +133,7 @@ func (r *epollRelay) loop() {
 }
 
 // drop closes a connection and its peer (r.mu held).
-func (r *epollRelay) drop(fd int32) {
+func (r *Relay) drop(fd int32) {
 	for _, f := range []int32{fd, r.peer[fd]} {
 		if _, ok := r.peer[f]; ok {
 			delete(r.peer, f)
@@ -128,7 +143,8 @@ func (r *epollRelay) drop(fd int32) {
 	}
 }
 
-func (r *epollRelay) close() {
+// Close stops the relay and closes every connection.
+func (r *Relay) Close() {
 	r.ln.Close()
 	close(r.done)
 	r.wg.Wait()

@@ -204,7 +204,7 @@ func startPgBouncer(b *testing.B, base string, port int) (string, int) {
 // straceIfAsked counts the system calls of pid while a run lasts when BENCH_STRACE names a folder, or
 // its context switches and CPU migrations with perf stat when BENCH_PERF does, or records a profile with
 // call graphs (perf record; build the test binary with go test -c so perf finds its symbols) when
-// BENCH_PERF_RECORD does.
+// BENCH_PERF_RECORD does, or records every process on the machine when BENCH_PERF_ALL does.
 func straceIfAsked(b *testing.B, pid int, name string) func() {
 	dir := os.Getenv("BENCH_STRACE")
 	var cmd *exec.Cmd

@@ -50,6 +50,7 @@ type client struct {
 	defaultReadOnly bool            // default_transaction_read_only for the session
 	stmts           map[string]*prepStmt
 	unnamed         *prepStmt
+	auto            autoRun // the simple query being run as a prepared statement (auto_prepare)
 
 	mu  sync.Mutex  // guards cur, which cancel requests read
 	cur *serverConn // the server connection in use, if any
@@ -649,7 +650,7 @@ func (c *client) simpleQuery(msg []byte) error {
 		c.fatal(newError(codeProtocolViolation, "malformed Query message"))
 		return err
 	}
-	res := c.p.classifier.Classify(sql)
+	res, auto := c.classifySimple(sql)
 	if handled, err := c.localQuery(sql, res); handled {
 		return err
 	}
@@ -691,6 +692,7 @@ func (c *client) simpleQuery(msg []byte) error {
 		var sc *serverConn
 		if sc, err = c.checkout(t); err == nil {
 			c.steps = c.steps[:0]
+			retry := c.txStatus == 'I' && c.deferBegin == "" // outside a transaction a stale plan can be retried
 			if c.deferBegin != "" {
 				if _, err := sc.wr.Write(encodeQuery(c.out[:0], c.deferBegin)); err != nil {
 					return c.afterServerError(c.serverLost(sc, err))
@@ -698,10 +700,14 @@ func (c *client) simpleQuery(msg []byte) error {
 				c.steps = append(c.steps, step{kind: stepSwallowQuery})
 				c.deferBegin = ""
 			}
-			c.steps = append(c.steps, step{kind: stepQuery})
 			c.countQuery(t)
-			if _, err := sc.wr.Write(msg); err != nil {
-				return c.afterServerError(c.serverLost(sc, err))
+			if auto {
+				c.writeAuto(sc, retry)
+			} else {
+				c.steps = append(c.steps, step{kind: stepQuery})
+				if _, err := sc.wr.Write(msg); err != nil {
+					return c.afterServerError(c.serverLost(sc, err))
+				}
 			}
 			if c.tracksCommit(sc, res) {
 				c.askCommitLSN(sc)
@@ -747,6 +753,18 @@ func (c *client) execute(sc *serverConn, res classify.Result) error {
 		return c.afterServerError(c.serverLost(sc, err))
 	}
 	out, err := c.relay(sc)
+	if err == nil && out.retry {
+		// A stale auto-prepared statement (see writeAuto): prepare it again and run it once more.
+		c.steps = c.steps[:0]
+		c.writeAuto(sc, false)
+		if c.tracksCommit(sc, res) {
+			c.askCommitLSN(sc)
+		}
+		if err := sc.wr.Flush(); err != nil {
+			return c.afterServerError(c.serverLost(sc, err))
+		}
+		out, err = c.relay(sc)
+	}
 	c.p.metrics.observeQuery(c.timedRead, time.Since(start))
 	if errors.Is(err, errServerFatal) {
 		return c.endAfterLostServer(nil)

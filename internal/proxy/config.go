@@ -70,6 +70,11 @@ type Config struct {
 	MonitorDatabase     string `yaml:"monitor_database"`
 	// WriteFunctions are extra functions whose calls must run on the primary (name or schema.name).
 	WriteFunctions []string `yaml:"write_functions"`
+	// AutoPrepare runs simple queries that hold one plannable statement as prepared statements, with
+	// their numeric literals as parameters, once the same text (literals aside) has been seen
+	// AutoPrepareThreshold times (default true, 2).
+	AutoPrepare          bool `yaml:"auto_prepare"`
+	AutoPrepareThreshold int  `yaml:"auto_prepare_threshold"`
 	// MaxMessageSize bounds one protocol message from a client or server (default 256 MiB).
 	MaxMessageSize int `yaml:"max_message_size"`
 	// LagSampleInterval is how often each node's WAL position is sampled to measure replica lag
@@ -192,6 +197,8 @@ func DefaultConfig() Config {
 		MonitorUser:          "postgres",
 		MonitorDatabase:      "postgres",
 		MaxMessageSize:       256 << 20,
+		AutoPrepare:          true,
+		AutoPrepareThreshold: 2,
 		LagSampleInterval:    100 * time.Millisecond,
 		MaxReplicaLag:        30 * time.Second,
 		DefaultConsistency:   "session",
@@ -314,6 +321,9 @@ func (c *Config) Validate() error {
 	case PoolTransaction, PoolSession:
 	default:
 		bad("pool_mode", "must be transaction or session, got %q", c.PoolMode)
+	}
+	if c.AutoPrepareThreshold < 1 {
+		bad("auto_prepare_threshold", "must be at least 1, got %d", c.AutoPrepareThreshold)
 	}
 	if c.LagSampleInterval < 10*time.Millisecond || c.LagSampleInterval > time.Minute {
 		bad("lag_sample_interval", "must be between 10ms and 1m, got %v", c.LagSampleInterval)

@@ -223,6 +223,7 @@ func (c *client) runBatch() error {
 				c.steps = append(c.steps, step{kind: stepSynthParse})
 				continue
 			}
+			c.closeStale(sc)
 			sc.prepared[ps.internal] = true
 			c.write(sc, encodeParse(c.out[:0], ps.internal, ps.sql, ps.paramTypes))
 			c.steps = append(c.steps, step{kind: stepParse, name: ps.internal})
@@ -244,7 +245,11 @@ func (c *client) runBatch() error {
 				out = append(out, raw[it.restOff:]...)
 				c.write(sc, finishMsg(out, start))
 			}
-			c.steps = append(c.steps, step{kind: stepBind})
+			st := step{kind: stepBind}
+			if it.name != "" {
+				st.name = ps.internal // a stale plan is closed and prepared again (see markStale)
+			}
+			c.steps = append(c.steps, st)
 		case msgDescribe:
 			if it.kind == 'S' {
 				ps := c.lookupStmt(it.name)
@@ -328,6 +333,7 @@ func (c *client) ensurePrepared(sc *serverConn, ps *prepStmt, unnamed bool, pars
 	if sc.prepared[ps.internal] {
 		return
 	}
+	c.closeStale(sc)
 	sc.prepared[ps.internal] = true
 	c.write(sc, encodeParse(c.out[:0], ps.internal, ps.sql, ps.paramTypes))
 	c.steps = append(c.steps, step{kind: stepSwallowParse, name: ps.internal})

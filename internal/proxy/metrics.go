@@ -40,6 +40,9 @@ type metrics struct {
 	transactions        *prometheus.CounterVec
 	errors              *prometheus.CounterVec
 	pins                *prometheus.CounterVec
+	autoPrepared        prometheus.Counter // auto_prepare: statements prepared on a server connection
+	autoExecuted        prometheus.Counter // auto_prepare: simple queries run as prepared statements
+	autoReplanned       prometheus.Counter // prepared statements closed and prepared again after a schema change
 	poolWait            prometheus.Histogram
 	replicaLag          *prometheus.GaugeVec
 	replicaLagBytes     *prometheus.GaugeVec
@@ -104,6 +107,11 @@ func newMetrics(p *Proxy) *metrics {
 			m.consistencyBound[i][j] = m.consistencyReads.WithLabelValues(mode, outcome)
 		}
 	}
+	autoPrepare := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meridian_proxy_auto_prepare_total",
+		Help: "Automatic preparation of simple queries (auto_prepare), by event: prepared (a Parse sent to a server connection), executed (a simple query run as a prepared statement), replanned (a statement closed and prepared again because its result columns changed)."},
+		[]string{"event"})
+	m.autoPrepared, m.autoExecuted, m.autoReplanned = autoPrepare.WithLabelValues("prepared"), autoPrepare.WithLabelValues("executed"), autoPrepare.WithLabelValues("replanned")
+	reg.MustRegister(autoPrepare)
 	m.reloads.WithLabelValues("ok")
 	m.reloads.WithLabelValues("error")
 	reg.MustRegister(newScrapeCollector(p))

@@ -41,6 +41,7 @@ type Proxy struct {
 	draining     atomic.Bool            // Shutdown began: sessions end once out of a transaction
 	shutdownOnce sync.Once
 	classifier   *classify.Classifier
+	auto         autoStats // parameterized texts seen (auto_prepare)
 	metrics      *metrics
 
 	ln      net.Listener

@@ -29,12 +29,16 @@ const (
 	stepSynthClose                   // answer CloseComplete without the server
 	stepSynthError                   // answer an error without the server (the server is skipped to Sync too)
 	stepCommitLSN                    // the commit position query pipelined behind a write: read it, swallow the rest
+	stepSwallowBind                  // a Bind the proxy wrote for a simple query (auto_prepare): swallow BindComplete
+	stepRowDesc                      // its Describe: relay RowDescription, swallow NoData (a simple Query sends none)
+	stepSwallowClose                 // a Close of a stale statement the proxy injected: swallow CloseComplete
 )
 
 type step struct {
 	kind stepKind
-	name string   // stepParse/stepSwallowParse: internal statement name being prepared
-	err  *pgError // stepSynthError
+	name  string   // stepParse/stepSwallowParse: internal statement name being prepared; Bind, Close: its statement
+	err   *pgError // stepSynthError
+	retry bool     // stepSwallowBind: a stale plan is prepared again and the query run again (see writeAuto)
 }
 
 // relayResult summarises a relay.
@@ -44,6 +48,7 @@ type relayResult struct {
 	failed    bool // an ErrorResponse was seen
 	committed bool // a CommandComplete "COMMIT" was seen
 	code      string
+	retry     bool // the auto-prepared statement was stale: nothing was relayed, run it again (see writeAuto)
 }
 
 // relay forwards the server's answers to the client following c.steps. It returns a *pgError with
@@ -61,8 +66,13 @@ func (c *client) relay(sc *serverConn) (relayResult, error) {
 			typ, msg, err := sc.rd.next()
 			if err != nil {
 				sc.broken = true // the statement itself is done: the client is told nothing went wrong
-				c.finishCommit(res.status, 0)
+				if !res.retry {
+					c.finishCommit(res.status, 0)
+				}
 				return res, nil
+			}
+			if res.retry && typ != msgReadyForQuery {
+				continue // the statement runs again, and asks again
 			}
 			switch typ {
 			case msgDataRow:
@@ -76,14 +86,19 @@ func (c *client) relay(sc *serverConn) (relayResult, error) {
 			case msgParamStatus:
 				_, _ = c.wr.Write(msg)
 			case msgReadyForQuery:
-				c.finishCommit(res.status, commitLSN)
+				if !res.retry {
+					c.finishCommit(res.status, commitLSN)
+				}
 				i++
 			}
 			continue
 		}
 		if skipToSync && st.kind != stepSync && st.kind != stepQuery {
-			if st.kind == stepParse || st.kind == stepSwallowParse {
+			switch st.kind {
+			case stepParse, stepSwallowParse:
 				delete(sc.prepared, st.name) // the server skipped it: not prepared after all
+			case stepSwallowClose:
+				sc.stale = append(sc.stale, st.name) // the server skipped it: still to be closed
 			}
 			i++
 			continue
@@ -107,7 +122,7 @@ func (c *client) relay(sc *serverConn) (relayResult, error) {
 		if err != nil {
 			return res, c.serverLost(sc, err)
 		}
-		swallow := st.kind == stepSwallowQuery || st.kind == stepSwallowParse
+		swallow := st.kind == stepSwallowQuery || st.kind == stepSwallowParse || st.kind == stepSwallowBind || st.kind == stepSwallowClose
 		switch typ {
 		case msgNotice, msgNotification, msgParamStatus:
 			if !swallow || typ != msgParamStatus {
@@ -126,6 +141,15 @@ func (c *client) relay(sc *serverConn) (relayResult, error) {
 				return res, errServerFatal
 			}
 			code := errorCode(msg)
+			if (st.kind == stepBind || st.kind == stepSwallowBind) && st.name != "" && isStalePlan(code, msg) {
+				markStale(sc, st.name)
+				c.p.metrics.autoReplanned.Inc()
+				if st.retry {
+					res.retry, skipToSync = true, true
+					i++
+					continue
+				}
+			}
 			if code == "25006" {
 				c.p.disc.Refresh() // a server that refuses writes: the topology moved
 			}
@@ -145,6 +169,11 @@ func (c *client) relay(sc *serverConn) (relayResult, error) {
 			continue
 		case msgReadyForQuery:
 			if st.kind == stepSwallowQuery {
+				i++
+				continue
+			}
+			if res.retry {
+				res.status, skipToSync = msg[5], false
 				i++
 				continue
 			}
@@ -170,7 +199,7 @@ func (c *client) relay(sc *serverConn) (relayResult, error) {
 				res.committed = true
 			}
 		}
-		if !swallow {
+		if !swallow && !(st.kind == stepRowDesc && typ == msgNoData) {
 			_, _ = c.wr.Write(msg)
 		}
 		if completes(st.kind, typ) {
@@ -303,9 +332,11 @@ func completes(k stepKind, typ byte) bool {
 	switch k {
 	case stepParse, stepSwallowParse:
 		return typ == msgParseComplete
-	case stepBind:
+	case stepBind, stepSwallowBind:
 		return typ == msgBindComplete
-	case stepDescribe:
+	case stepSwallowClose:
+		return typ == msgCloseComplete
+	case stepDescribe, stepRowDesc:
 		return typ == msgRowDescription || typ == msgNoData
 	case stepExecute:
 		return typ == msgCommandComplete || typ == msgEmptyQuery || typ == msgPortalSuspended

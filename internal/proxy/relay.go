@@ -35,7 +35,7 @@ const (
 )
 
 type step struct {
-	kind stepKind
+	kind  stepKind
 	name  string   // stepParse/stepSwallowParse: internal statement name being prepared; Bind, Close: its statement
 	err   *pgError // stepSynthError
 	retry bool     // stepSwallowBind: a stale plan is prepared again and the query run again (see writeAuto)

@@ -37,3 +37,56 @@ func FuzzClassify(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParameterize checks that parameterizing never panics, keeps the text's length (error
+// positions), puts each value back where it came from, and never changes how a text that parses is
+// parsed and routed.
+//
+//	go test -run '^$' -fuzz FuzzParameterize -fuzztime 60s ./internal/classify/
+func FuzzParameterize(f *testing.F) {
+	for _, tc := range classifyCases {
+		f.Add(tc.sql)
+	}
+	for _, sql := range fastCorpus {
+		f.Add(sql)
+	}
+	f.Add("SELECT a + 10, count(*) FROM t GROUP BY a + 10 ORDER BY 1, 20 LIMIT 100")
+	f.Add("INSERT INTO t (a, b) VALUES (10, 'x') ON CONFLICT (a) WHERE b > 55 DO UPDATE SET a = 66")
+	c := New(Config{WriteFunctions: testWriteFunctions, CacheSize: -1})
+	f.Fuzz(func(t *testing.T, sql string) {
+		p, ok := Parameterize(sql)
+		if !ok {
+			return
+		}
+		if len(p.Text) != len(sql) || len(p.Values) != len(p.Types) {
+			t.Fatalf("Parameterize(%q) = %q with %d values, %d types", sql, p.Text, len(p.Values), len(p.Types))
+		}
+		// Each placeholder stands where a literal with its value stood.
+		for i := 0; i < len(p.Text); i++ {
+			if p.Text[i] != sql[i] && p.Text[i] == '$' {
+				j := i + 1
+				for j < len(p.Text) && isDigit(p.Text[j]) {
+					j++
+				}
+				n := 0
+				for _, d := range p.Text[i+1 : j] {
+					n = n*10 + int(d-'0')
+				}
+				if n < 1 || n > len(p.Values) || !hasPrefixAt(sql, i, p.Values[n-1]) {
+					t.Fatalf("Parameterize(%q) = %q: $%d at %d does not stand for its value", sql, p.Text, n, i)
+				}
+			}
+		}
+		orig, norm := c.Classify(sql), c.Classify(p.Text)
+		if orig.Statements == 0 {
+			return // the proxy sends texts that do not parse as they are
+		}
+		if orig.Route != norm.Route || orig.Statements != norm.Statements || orig.Txn != norm.Txn || orig.Pin != norm.Pin {
+			t.Fatalf("Parameterize(%q) = %q changes the classification: %+v → %+v", sql, p.Text, orig, norm)
+		}
+	})
+}
+
+func hasPrefixAt(s string, i int, prefix string) bool {
+	return i+len(prefix) <= len(s) && s[i:i+len(prefix)] == prefix
+}

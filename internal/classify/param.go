@@ -59,13 +59,14 @@ func Parameterize(sql string) (Parameterized, bool) {
 		conflict bool // after ON CONFLICT, up to DO
 	}
 	var (
-		lits   []literal
-		kept   map[string]bool
-		frames = []frame{{}}
-		prev   token // the previous token
-		prev2  token
-		typCtx bool // the identifiers since the last :: or AS may be a type name
-		first  = true
+		lits      []literal
+		kept      map[string]bool
+		frames    = []frame{{}}
+		prev      token // the previous token
+		prev2     token
+		typCtx    bool // the identifiers since the last :: or AS may be a type name
+		typBounds bool // inside a type name's array bounds
+		first     = true
 	)
 	keep := func(text string) {
 		if kept == nil {
@@ -151,12 +152,22 @@ func Parameterize(sql string) (Parameterized, bool) {
 			// PostgreSQL folds a unary minus into the literal, which types -2147483648 as int4 and
 			// -9223372036854775808 as int8; a parameter holds the unsigned value, typed one size up.
 			folded := prev.kind == tOp && prev.text == "-" && literalType("-"+tok.text) != literalType(tok.text)
-			if f.keep || f.conflict || ordinal || folded {
+			if f.keep || f.conflict || ordinal || folded || typBounds {
 				keep(tok.text)
 			} else {
 				lits = append(lits, literal{start, end})
 			}
-			typCtx = false
+			if !typBounds {
+				typCtx = false
+			}
+		case tLBracket:
+			// int[10]: array bounds in a type name are constants too.
+			typBounds = typCtx && (prev.kind == tIdent || prev.kind == tRBracket || prev.kind == tQIdent)
+		case tRBracket:
+			if !typBounds {
+				typCtx = false
+			}
+			typBounds = false
 		case tTypecast:
 			typCtx = true
 		case tDot:

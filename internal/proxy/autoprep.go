@@ -68,19 +68,17 @@ type autoRun struct {
 }
 
 // classifySimple classifies a simple Query's text and decides whether it runs as a prepared
-// statement (then c.auto is set).
+// statement (then c.auto is set). The original text is classified: a text that does not parse is
+// sent as it is, so that syntax errors name what the client wrote.
 func (c *client) classifySimple(sql string) (classify.Result, bool) {
-	if !c.p.cfg.AutoPrepare {
-		return c.p.classifier.Classify(sql), false
+	res := c.p.classifier.Classify(sql)
+	if !c.p.cfg.AutoPrepare || res.Statements != 1 || res.Txn != classify.TxnNone || res.Pin != classify.PinNone ||
+		len(res.Sets) > 0 || res.Discard || res.CopyIn {
+		return res, false
 	}
 	p, ok := classify.Parameterize(sql)
 	if !ok {
-		return c.p.classifier.Classify(sql), false
-	}
-	res := c.p.classifier.Classify(p.Text)
-	if res.Statements != 1 || res.Txn != classify.TxnNone || res.Pin != classify.PinNone || len(res.Sets) > 0 ||
-		res.Discard || res.CopyIn {
-		return c.p.classifier.Classify(sql), false
+		return res, false
 	}
 	e := c.p.auto.entry(&p)
 	if e.uses.Add(1) < int64(c.p.cfg.AutoPrepareThreshold) {

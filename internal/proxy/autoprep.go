@@ -34,24 +34,21 @@ type autoStats struct {
 
 const maxAutoEntries = 20000
 
-func (a *autoStats) entry(p *classify.Parameterized) *autoEntry {
+// entry returns the entry of a statement text with its parameter types (Parse's parameter-type
+// section): a simple query parameterized by the proxy and the same text prepared by an
+// extended-protocol client share it, and the server-side statement.
+func (a *autoStats) entry(text string, paramTypes []byte) *autoEntry {
 	var kb strings.Builder
-	kb.Grow(len(p.Text) + 1 + 4*len(p.Types))
-	kb.WriteString(p.Text)
+	kb.Grow(len(text) + 1 + len(paramTypes))
+	kb.WriteString(text)
 	kb.WriteByte(0)
-	var oid [4]byte
-	for _, t := range p.Types {
-		binary.BigEndian.PutUint32(oid[:], t)
-		kb.Write(oid[:])
-	}
+	kb.Write(paramTypes)
 	key := kb.String()
 	if v, ok := a.m.Load(key); ok {
 		return v.(*autoEntry)
 	}
-	pt := make([]byte, 2, 2+4*len(p.Types))
-	binary.BigEndian.PutUint16(pt, uint16(len(p.Types)))
-	pt = append(pt, key[len(p.Text)+1:]...)
-	e := &autoEntry{name: internalName(p.Text, pt), paramTypes: pt}
+	pt := []byte(key[len(text)+1:])
+	e := &autoEntry{name: internalName(text, pt), paramTypes: pt}
 	if a.n.Add(1) > maxAutoEntries {
 		a.m.Clear()
 		a.n.Store(1)
@@ -72,20 +69,66 @@ type autoRun struct {
 // sent as it is, so that syntax errors name what the client wrote.
 func (c *client) classifySimple(sql string) (classify.Result, bool) {
 	res := c.p.classifier.Classify(sql)
-	if !c.p.cfg.AutoPrepare || res.Statements != 1 || res.Txn != classify.TxnNone || res.Pin != classify.PinNone ||
-		len(res.Sets) > 0 || res.Discard || res.CopyIn {
+	if !c.autoEligible(res) {
 		return res, false
 	}
 	p, ok := classify.Parameterize(sql)
 	if !ok {
 		return res, false
 	}
-	e := c.p.auto.entry(&p)
+	pt := make([]byte, 2, 2+4*len(p.Types))
+	binary.BigEndian.PutUint16(pt, uint16(len(p.Types)))
+	for _, t := range p.Types {
+		pt = binary.BigEndian.AppendUint32(pt, t)
+	}
+	e := c.p.auto.entry(p.Text, pt)
 	if e.uses.Add(1) < int64(c.p.cfg.AutoPrepareThreshold) {
 		return res, false
 	}
 	c.auto = autoRun{e: e, text: p.Text, values: p.Values}
 	return res, true
+}
+
+// autoEligible reports whether a statement may run as a statement the proxy prepared: one statement
+// that parses and changes no session or transaction state.
+func (c *client) autoEligible(res classify.Result) bool {
+	return c.p.cfg.AutoPrepare && res.Statements == 1 && res.Txn == classify.TxnNone && res.Pin == classify.PinNone &&
+		len(res.Sets) == 0 && !res.Discard && !res.CopyIn
+}
+
+// autoPrepareUnnamed decides whether a client's unnamed statement (Parse "") runs as a statement
+// prepared under its internal name: the same text and parameter types seen auto_prepare_threshold
+// times. Drivers that send Parse "" before every execution (node-postgres, pgx's exec modes, pgbench
+// -M extended, JDBC below prepareThreshold) then get it parsed and planned once per server connection.
+func (c *client) autoPrepareUnnamed(ps *prepStmt) bool {
+	if !c.autoEligible(ps.res) {
+		return false
+	}
+	e := c.p.auto.entry(ps.sql, ps.paramTypes)
+	if e.uses.Add(1) < int64(c.p.cfg.AutoPrepareThreshold) {
+		return false
+	}
+	ps.internal = e.name
+	return true
+}
+
+// canonicalBatch reports whether the batch is one execution of the unnamed statement: [Parse ""]
+// Bind "" [Describe ""] Execute "" Sync. Such a batch can run again from the start when it failed
+// only because its auto-prepared statement was stale (the failed implicit transaction did nothing).
+func (c *client) canonicalBatch() bool {
+	want := [...]byte{msgParse, msgBind, msgDescribe, msgExecute, msgSync}
+	optional := [...]bool{true, false, true, false, false}
+	i := 0
+	for _, it := range c.items {
+		for i < len(want) && it.typ != want[i] && optional[i] {
+			i++
+		}
+		if i == len(want) || it.typ != want[i] || it.name != "" || it.portal != "" {
+			return false
+		}
+		i++
+	}
+	return i == len(want)
 }
 
 // writeAuto writes c.auto to sc as an extended-protocol batch: Parse when sc does not have the

@@ -102,6 +102,25 @@ func TestAutoPrepareSameAsDirect(t *testing.T) {
 	if n := autoPrepareMetric(t, e, "executed") - before; n < float64(2*(len(autoPrepareCorpus)-5)) {
 		t.Errorf("only %v simple queries ran as prepared statements, want at least %d", n, 2*(len(autoPrepareCorpus)-5))
 	}
+	// The same texts as the extended protocol's unnamed statement (Parse "" before every execution),
+	// which the proxy prepares under an internal name.
+	preparedBefore := autoPrepareMetric(t, e, "prepared")
+	for _, sql := range append(autoPrepareCorpus, "SELECT * FROM ap WHERE id = $1 AND t <> $2") {
+		var args [][]byte
+		if strings.Contains(sql, "$1") {
+			args = [][]byte{[]byte("12"), []byte("x")}
+		}
+		for run := 1; run <= 2; run++ {
+			want := extendedResults(ctx, direct, sql, args)
+			got := extendedResults(ctx, proxied, sql, args)
+			if got != want {
+				t.Errorf("extended: %s (run %d)\n  direct: %s\n  proxy:  %s", sql, run, want, got)
+			}
+		}
+	}
+	if autoPrepareMetric(t, e, "prepared") == preparedBefore {
+		t.Errorf("no unnamed statement was prepared by the proxy")
+	}
 
 	// A table changes under a prepared SELECT *: outside a transaction the proxy prepares it again and
 	// the client sees the new column, as it would directly.
@@ -115,6 +134,26 @@ func TestAutoPrepareSameAsDirect(t *testing.T) {
 	for run := 1; run <= 3; run++ {
 		if want, got := simpleResults(ctx, direct, q), simpleResults(ctx, proxied, q); got != want {
 			t.Fatalf("after ALTER TABLE (run %d)\n  direct: %s\n  proxy:  %s", run, want, got)
+		}
+	}
+	if autoPrepareMetric(t, e, "replanned") == replannedBefore {
+		t.Errorf("the stale statement was not replanned (meridian_proxy_auto_prepare_total{event=\"replanned\"} unchanged)")
+	}
+	// The same for the extended protocol: the batch runs again with the statement prepared again.
+	replannedBefore = autoPrepareMetric(t, e, "replanned")
+	const qe = "SELECT * FROM ap WHERE id = $1 /* extended */"
+	args := [][]byte{[]byte("13")}
+	for run := 0; run < 2; run++ {
+		_ = extendedResults(ctx, proxied, qe, args)
+	}
+	for _, conn := range []*pgx.Conn{direct, proxied} {
+		if _, err := conn.Exec(ctx, "ALTER TABLE ap ADD COLUMN extra2 int DEFAULT 43"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for run := 1; run <= 3; run++ {
+		if want, got := extendedResults(ctx, direct, qe, args), extendedResults(ctx, proxied, qe, args); got != want {
+			t.Fatalf("extended, after ALTER TABLE (run %d)\n  direct: %s\n  proxy:  %s", run, want, got)
 		}
 	}
 	if autoPrepareMetric(t, e, "replanned") == replannedBefore {
@@ -151,10 +190,22 @@ func TestAutoPrepareSameAsDirect(t *testing.T) {
 	}
 }
 
-// simpleResults runs sql with the simple protocol and renders every result: columns with their types,
-// rows, command tags, and an error's SQLSTATE, message and position.
+// simpleResults runs sql with the simple protocol and renders every result (see renderResults).
 func simpleResults(ctx context.Context, conn *pgx.Conn, sql string) string {
 	results, err := conn.PgConn().Exec(ctx, sql).ReadAll()
+	return renderResults(results, err)
+}
+
+// extendedResults runs sql as the unnamed statement (Parse, Bind, Describe, Execute, Sync) with text
+// arguments of unspecified types, and renders the result.
+func extendedResults(ctx context.Context, conn *pgx.Conn, sql string, args [][]byte) string {
+	r := conn.PgConn().ExecParams(ctx, sql, args, nil, nil, nil).Read()
+	return renderResults([]*pgconn.Result{r}, r.Err)
+}
+
+// renderResults renders results: columns with their types, rows, command tags, and an error's
+// SQLSTATE, message and position.
+func renderResults(results []*pgconn.Result, err error) string {
 	var b strings.Builder
 	for _, r := range results {
 		for _, f := range r.FieldDescriptions {

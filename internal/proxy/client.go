@@ -51,6 +51,7 @@ type client struct {
 	stmts           map[string]*prepStmt
 	unnamed         *prepStmt
 	auto            autoRun // the simple query being run as a prepared statement (auto_prepare)
+	retryBatch      bool    // a stale auto-prepared statement reruns the extended batch, not c.auto
 
 	mu  sync.Mutex  // guards cur, which cancel requests read
 	cur *serverConn // the server connection in use, if any
@@ -94,6 +95,7 @@ type prepStmt struct {
 	internal   string // its name on server connections
 	res        classify.Result
 	local      bool // SET/SHOW meridian.*: answered by the proxy, never prepared on a server
+	auto       bool // the unnamed statement, run under internal on the server (auto_prepare)
 }
 
 func newClient(p *Proxy, conn net.Conn) *client {
@@ -701,6 +703,7 @@ func (c *client) simpleQuery(msg []byte) error {
 				c.deferBegin = ""
 			}
 			c.countQuery(t)
+			c.retryBatch = false
 			if auto {
 				c.writeAuto(sc, retry)
 			} else {
@@ -756,7 +759,11 @@ func (c *client) execute(sc *serverConn, res classify.Result) error {
 	if err == nil && out.retry {
 		// A stale auto-prepared statement (see writeAuto): prepare it again and run it once more.
 		c.steps = c.steps[:0]
-		c.writeAuto(sc, false)
+		if c.retryBatch {
+			c.writeItems(sc, false, true)
+		} else {
+			c.writeAuto(sc, false)
+		}
 		if c.tracksCommit(sc, res) {
 			c.askCommitLSN(sc)
 		}

@@ -15,7 +15,7 @@ type item struct {
 	off  int // the raw message is c.arena[off:end]
 	end  int
 	kind byte   // Describe/Close: 'S' or 'P'
-	name string // Parse/Describe/Close: statement or portal name; Bind: statement name
+	name string // Parse/Describe/Close: statement or portal name; Bind: statement name; Execute: portal
 	// Parse only
 	sql        string
 	paramTypes []byte
@@ -64,7 +64,7 @@ func (c *client) addItem(typ byte, msg []byte) error {
 			it.name, _, err = cstring(body[1:])
 		}
 	case msgExecute:
-		if _, _, err = cstring(body); err == nil && len(body) < 5 {
+		if it.name, _, err = cstring(body); err == nil && len(body) < 5 {
 			err = errMalformed
 		}
 	}
@@ -183,11 +183,32 @@ func (c *client) runBatch() error {
 		sc = c.cur
 	}
 	c.steps = c.steps[:0]
+	// A canonical one-statement batch outside a transaction can run again when an auto-prepared
+	// statement turns out stale (see writeAuto).
+	retryable := c.txStatus == 'I' && c.deferBegin == "" && c.canonicalBatch()
 	if sc != nil && c.deferBegin != "" {
 		_, _ = sc.wr.Write(encodeQuery(c.out[:0], c.deferBegin))
 		c.steps = append(c.steps, step{kind: stepSwallowQuery})
 		c.deferBegin = ""
 	}
+	c.retryBatch = retryable && sc != nil
+	c.writeItems(sc, retryable, false)
+	if sc == nil {
+		return c.localBatch()
+	}
+	if t.route != "" {
+		c.countQuery(t)
+	}
+	if c.items[len(c.items)-1].typ == msgSync && c.tracksCommit(sc, res) {
+		c.askCommitLSN(sc)
+	}
+	return c.execute(sc, res)
+}
+
+// writeItems writes the batch's messages to sc (nil: no server needed), noting in c.steps what
+// answers each. With retryable, a stale auto-prepared statement's Bind error is held back for a
+// second run; again is that second run (the unnamed Parse was answered already).
+func (c *client) writeItems(sc *serverConn, retryable, again bool) {
 	skipping := false // after a synthetic error, messages up to Sync are not sent (as the server would skip them)
 	parsedUnnamed := false
 	for i := range c.items {
@@ -198,18 +219,35 @@ func (c *client) runBatch() error {
 		}
 		switch it.typ {
 		case msgParse:
+			if again && it.name == "" {
+				// Run again after a stale plan: the client has its ParseComplete.
+				parsedUnnamed = true
+				c.closeStale(sc)
+				sc.prepared[c.unnamed.internal] = true
+				c.write(sc, encodeParse(c.out[:0], c.unnamed.internal, c.unnamed.sql, c.unnamed.paramTypes))
+				c.steps = append(c.steps, step{kind: stepSwallowParse, name: c.unnamed.internal})
+				continue
+			}
 			ps := &prepStmt{sql: it.sql, paramTypes: it.paramTypes, internal: internalName(it.sql, it.paramTypes),
 				res: c.p.classifier.Classify(it.sql)}
 			ps.paramTypes = append([]byte(nil), it.paramTypes...)
 			if it.name == "" {
+				ps.auto = c.autoPrepareUnnamed(ps)
 				c.unnamed = ps
 				parsedUnnamed = true
-				if sc == nil {
+				switch {
+				case sc == nil, ps.auto && sc.prepared[ps.internal]:
 					c.steps = append(c.steps, step{kind: stepSynthParse})
-					continue
+				case ps.auto:
+					c.closeStale(sc)
+					c.p.metrics.autoPrepared.Inc()
+					sc.prepared[ps.internal] = true
+					c.write(sc, encodeParse(c.out[:0], ps.internal, ps.sql, ps.paramTypes))
+					c.steps = append(c.steps, step{kind: stepParse, name: ps.internal})
+				default:
+					c.write(sc, raw)
+					c.steps = append(c.steps, step{kind: stepParse})
 				}
-				c.write(sc, raw)
-				c.steps = append(c.steps, step{kind: stepParse})
 				continue
 			}
 			if _, dup := c.stmts[it.name]; dup {
@@ -233,8 +271,12 @@ func (c *client) runBatch() error {
 				skipping = c.undefinedStatement(it.name)
 				continue
 			}
-			c.ensurePrepared(sc, ps, it.name == "", &parsedUnnamed)
-			if it.name == "" {
+			named := it.name != "" || ps.auto // runs under ps.internal on the server
+			if ps.auto && it.name == "" {
+				c.p.metrics.autoExecuted.Inc()
+			}
+			c.ensurePrepared(sc, ps, !named, &parsedUnnamed)
+			if !named {
 				c.write(sc, raw)
 			} else {
 				out, start := appendMsgHeader(c.out[:0], msgBind)
@@ -246,8 +288,9 @@ func (c *client) runBatch() error {
 				c.write(sc, finishMsg(out, start))
 			}
 			st := step{kind: stepBind}
-			if it.name != "" {
+			if named {
 				st.name = ps.internal // a stale plan is closed and prepared again (see markStale)
+				st.retry = retryable && ps.auto
 			}
 			c.steps = append(c.steps, st)
 		case msgDescribe:
@@ -257,8 +300,8 @@ func (c *client) runBatch() error {
 					skipping = c.undefinedStatement(it.name)
 					continue
 				}
-				c.ensurePrepared(sc, ps, it.name == "", &parsedUnnamed)
-				if it.name != "" {
+				c.ensurePrepared(sc, ps, it.name == "" && !ps.auto, &parsedUnnamed)
+				if it.name != "" || ps.auto {
 					raw = encodeNamed(c.out[:0], msgDescribe, 'S', ps.internal)
 				}
 			} else if sc == nil {
@@ -302,16 +345,6 @@ func (c *client) runBatch() error {
 			}
 		}
 	}
-	if sc == nil {
-		return c.localBatch()
-	}
-	if t.route != "" {
-		c.countQuery(t)
-	}
-	if c.items[len(c.items)-1].typ == msgSync && c.tracksCommit(sc, res) {
-		c.askCommitLSN(sc)
-	}
-	return c.execute(sc, res)
 }
 
 // write appends a message for the server; errors surface at the flush.

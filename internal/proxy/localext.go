@@ -58,7 +58,7 @@ func (c *client) localOnlyBatch() bool {
 				return false
 			}
 		case msgExecute:
-			if !portals[c.executePortal(it)] {
+			if !portals[it.name] {
 				return false
 			}
 		case msgClose:
@@ -68,12 +68,6 @@ func (c *client) localOnlyBatch() bool {
 		}
 	}
 	return any
-}
-
-// executePortal is the portal an Execute item names.
-func (c *client) executePortal(it item) string {
-	name, _, _ := cstring(c.arena[it.off+5 : it.end])
-	return name
 }
 
 // answerLocalBatch answers a batch of the proxy's own settings without a server.
@@ -114,7 +108,7 @@ func (c *client) answerLocalBatch() error {
 				out = append(out, msgNoData, 0, 0, 0, 4)
 			}
 		case msgExecute:
-			ps := portals[c.executePortal(it)]
+			ps := portals[it.name]
 			show, set, _ := c.localStmt(ps.sql, ps.res)
 			if show != "" {
 				v, err := c.showLocal(show)

@@ -108,7 +108,7 @@ func newMetrics(p *Proxy) *metrics {
 		}
 	}
 	autoPrepare := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meridian_proxy_auto_prepare_total",
-		Help: "Automatic preparation of simple queries (auto_prepare), by event: prepared (a Parse sent to a server connection), executed (a simple query run as a prepared statement), replanned (a statement closed and prepared again because its result columns changed)."},
+		Help: "Automatic preparation of simple queries (auto_prepare), by event: prepared (a Parse sent to a server connection), executed (a simple query or an execution of the unnamed statement run as a statement the proxy prepared), replanned (a statement closed and prepared again because its result columns changed)."},
 		[]string{"event"})
 	m.autoPrepared, m.autoExecuted, m.autoReplanned = autoPrepare.WithLabelValues("prepared"), autoPrepare.WithLabelValues("executed"), autoPrepare.WithLabelValues("replanned")
 	reg.MustRegister(autoPrepare)

@@ -28,6 +28,7 @@ func TestPgbenchThroughProxy(t *testing.T) {
 		return string(out)
 	}
 	pgbench("-i", "-q", "-s", "1")
+	executed := autoPrepareMetric(t, e, "executed")
 	for _, mode := range []string{"simple", "extended", "prepared"} {
 		for _, script := range [][]string{{"-S"}, {"-N"}, {}} {
 			args := append([]string{"-M", mode, "-c", "4", "-j", "2", "-t", "25", "-n"}, script...)
@@ -39,6 +40,10 @@ func TestPgbenchThroughProxy(t *testing.T) {
 				t.Errorf("pgbench %v did not process every transaction:\n%s", args, out)
 			}
 		}
+	}
+	// -M simple and -M extended ran through auto_prepare (statements prepared by the proxy).
+	if n := autoPrepareMetric(t, e, "executed") - executed; n < 2*3*100 {
+		t.Errorf("only %v statements ran auto-prepared, want at least %d", n, 2*3*100)
 	}
 	// Every transaction adds its delta to one account and logs it in history; the default script also
 	// adds it to a teller and a branch (-N skips those two).

@@ -68,6 +68,8 @@ func TestParseConfigErrorsNameTheKey(t *testing.T) {
 		{"bad duration", "region: r\npoll_interval: fast\nnodes: [{name: a, address: 'h:1', region: r}]\n", "poll_interval"},
 		{"pool size", "region: r\npool_size: 0\nnodes: [{name: a, address: 'h:1', region: r}]\n", "pool_size"},
 		{"no nodes", "region: r\n", "nodes"},
+		{"auto_prepare threshold", "region: r\nauto_prepare_threshold: 0\nnodes: [{name: a, address: 'h:1', region: r}]\n", "auto_prepare_threshold"},
+		{"auto_prepare not a bool", "region: r\nauto_prepare: sometimes\nnodes: [{name: a, address: 'h:1', region: r}]\n", "auto_prepare"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -78,7 +80,7 @@ func TestParseConfigErrorsNameTheKey(t *testing.T) {
 		})
 	}
 	cfg, err := ParseConfig([]byte("region: r\nnodes: [{name: a, address: 'h:1', region: r}]\nserver_password: ${MERIDIAN_TEST_PW}\n"))
-	if err != nil || cfg.PoolSize != 20 || cfg.PollInterval != time.Second {
+	if err != nil || cfg.PoolSize != 20 || cfg.PollInterval != time.Second || !cfg.AutoPrepare || cfg.AutoPrepareThreshold != 2 {
 		t.Fatalf("defaults: %+v, %v", cfg, err)
 	}
 }

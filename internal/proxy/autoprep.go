@@ -35,20 +35,29 @@ type autoStats struct {
 const maxAutoEntries = 20000
 
 // entry returns the entry of a statement text with its parameter types (Parse's parameter-type
-// section): a simple query parameterized by the proxy and the same text prepared by an
-// extended-protocol client share it, and the server-side statement.
-func (a *autoStats) entry(text string, paramTypes []byte) *autoEntry {
+// section) under a session search_path: a simple query parameterized by the proxy and the same text
+// prepared by an extended-protocol client share it, and the server-side statement. Sessions with
+// different search_paths (a schema per tenant) get statements of their own: PostgreSQL would
+// otherwise analyse a shared one again at every switch, and refuse it when the tables it resolves
+// to have other columns.
+func (a *autoStats) entry(text string, paramTypes []byte, searchPath string) *autoEntry {
 	var kb strings.Builder
-	kb.Grow(len(text) + 1 + len(paramTypes))
+	kb.Grow(len(text) + 2 + len(paramTypes) + len(searchPath))
 	kb.WriteString(text)
 	kb.WriteByte(0)
 	kb.Write(paramTypes)
+	kb.WriteByte(0)
+	kb.WriteString(searchPath)
 	key := kb.String()
 	if v, ok := a.m.Load(key); ok {
 		return v.(*autoEntry)
 	}
-	pt := []byte(key[len(text)+1:])
-	e := &autoEntry{name: internalName(text, pt), paramTypes: pt}
+	pt := []byte(key[len(text)+1 : len(text)+1+len(paramTypes)])
+	name := internalName(text, pt)
+	if searchPath != "" {
+		name = internalName(text+"\x00search_path "+searchPath, pt)
+	}
+	e := &autoEntry{name: name, paramTypes: pt}
 	if a.n.Add(1) > maxAutoEntries {
 		a.m.Clear()
 		a.n.Store(1)
@@ -81,7 +90,7 @@ func (c *client) classifySimple(sql string) (classify.Result, bool) {
 	for _, t := range p.Types {
 		pt = binary.BigEndian.AppendUint32(pt, t)
 	}
-	e := c.p.auto.entry(p.Text, pt)
+	e := c.p.auto.entry(p.Text, pt, c.spKey)
 	if e.uses.Add(1) < int64(c.p.cfg.AutoPrepareThreshold) {
 		return res, false
 	}
@@ -104,7 +113,7 @@ func (c *client) autoPrepareUnnamed(ps *prepStmt) bool {
 	if !c.autoEligible(ps.res) {
 		return false
 	}
-	e := c.p.auto.entry(ps.sql, ps.paramTypes)
+	e := c.p.auto.entry(ps.sql, ps.paramTypes, c.spKey)
 	if e.uses.Add(1) < int64(c.p.cfg.AutoPrepareThreshold) {
 		return false
 	}

@@ -264,3 +264,40 @@ func autoPrepareMetric(t *testing.T, e *env, event string) float64 {
 	}
 	return v
 }
+
+// TestAutoPrepareSchemaPerTenant: sessions with different search_paths run the same text against
+// tables of the same name with different columns, inside transactions, over one server connection.
+// A statement shared between them would fail ("cached plan must not change result type"); each
+// search_path gets its own.
+func TestAutoPrepareSchemaPerTenant(t *testing.T) {
+	e := newEnv(t, envOptions{configure: func(c *proxy.Config) { c.AutoPrepareThreshold = 1; c.PoolSize = 1 }})
+	ctx := pgtest.Context(t, time.Minute)
+	setup := e.connect(t)
+	if _, err := setup.PgConn().Exec(ctx, `CREATE SCHEMA t1; CREATE SCHEMA t2;
+		CREATE TABLE t1.tt (id int, a text); CREATE TABLE t2.tt (id int, b int, c int);
+		INSERT INTO t1.tt VALUES (10, 'one'); INSERT INTO t2.tt VALUES (10, 2, 3)`).ReadAll(); err != nil {
+		t.Fatal(err)
+	}
+	tenants := map[string]*pgx.Conn{"t1": e.connect(t), "t2": e.connect(t)}
+	want := map[string]string{"t1": "[10,one]", "t2": "[10,2,3]"}
+	for name, conn := range tenants {
+		if _, err := conn.Exec(ctx, "SET search_path = "+name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for round := 0; round < 3; round++ {
+		for _, name := range []string{"t1", "t2"} {
+			conn := tenants[name]
+			if _, err := conn.Exec(ctx, "BEGIN"); err != nil {
+				t.Fatal(err)
+			}
+			res := simpleResults(ctx, conn, "SELECT * FROM tt WHERE id = 10")
+			if _, err := conn.Exec(ctx, "COMMIT"); err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(res, want[name]) || strings.Contains(res, "ERROR") {
+				t.Fatalf("round %d, tenant %s: %s, want the row %s", round, name, res, want[name])
+			}
+		}
+	}
+}

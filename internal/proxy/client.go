@@ -39,6 +39,7 @@ type client struct {
 	sets     []trackedSet     // session SETs, replayed on every server connection
 	pending  []classify.SetOp // SETs inside the current transaction (applied at COMMIT)
 	stateKey uint64           // hash of startup+sets; equal keys mean equal session state
+	spKey    string           // the session's search_path as set (SET or startup), "" for the server's default
 
 	routeMode       string          // meridian.route: auto, primary or replica
 	defaults        SessionDefaults // consistency settings before SET (config, by user and database)
@@ -336,6 +337,17 @@ func isOn(v string) bool {
 }
 
 func (c *client) recomputeKey() {
+	c.spKey = ""
+	for _, o := range c.startup {
+		if o.key == "search_path" {
+			c.spKey = o.value
+		}
+	}
+	for _, s := range c.sets {
+		if s.name == "search_path" {
+			c.spKey = s.stmt
+		}
+	}
 	if len(c.startup) == 0 && len(c.sets) == 0 {
 		c.stateKey = 0
 		return

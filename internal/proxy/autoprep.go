@@ -147,11 +147,8 @@ func (c *client) canonicalBatch() bool {
 // the failed implicit transaction did nothing).
 func (c *client) writeAuto(sc *serverConn, retry bool) {
 	a := &c.auto
-	c.closeStale(sc)
 	if !sc.prepared[a.e.name] {
-		sc.prepared[a.e.name] = true
-		c.write(sc, encodeParse(c.out[:0], a.e.name, a.text, a.e.paramTypes))
-		c.steps = append(c.steps, step{kind: stepSwallowParse, name: a.e.name})
+		c.prepareOn(sc, a.e.name, a.text, a.e.paramTypes, stepSwallowParse)
 		c.p.metrics.autoPrepared.Inc()
 	}
 	out, start := appendMsgHeader(c.out[:0], msgBind)
@@ -178,7 +175,8 @@ var autoTail = []byte{
 	msgSync, 0, 0, 0, 4,
 }
 
-// closeStale closes, on sc, the statements found stale (see markStale) before anything is prepared.
+// closeStale closes, on sc, the statements found stale (see markStale); prepareOn calls it first,
+// so that a stale statement is closed before it is prepared again under its name.
 func (c *client) closeStale(sc *serverConn) {
 	for _, name := range sc.stale {
 		c.write(sc, encodeNamed(c.out[:0], msgClose, 'S', name))

@@ -222,10 +222,7 @@ func (c *client) writeItems(sc *serverConn, retryable, again bool) {
 			if again && it.name == "" {
 				// Run again after a stale plan: the client has its ParseComplete.
 				parsedUnnamed = true
-				c.closeStale(sc)
-				sc.prepared[c.unnamed.internal] = true
-				c.write(sc, encodeParse(c.out[:0], c.unnamed.internal, c.unnamed.sql, c.unnamed.paramTypes))
-				c.steps = append(c.steps, step{kind: stepSwallowParse, name: c.unnamed.internal})
+				c.prepareOn(sc, c.unnamed.internal, c.unnamed.sql, c.unnamed.paramTypes, stepSwallowParse)
 				continue
 			}
 			ps := &prepStmt{sql: it.sql, paramTypes: it.paramTypes, internal: internalName(it.sql, it.paramTypes),
@@ -239,11 +236,8 @@ func (c *client) writeItems(sc *serverConn, retryable, again bool) {
 				case sc == nil, ps.auto && sc.prepared[ps.internal]:
 					c.steps = append(c.steps, step{kind: stepSynthParse})
 				case ps.auto:
-					c.closeStale(sc)
 					c.p.metrics.autoPrepared.Inc()
-					sc.prepared[ps.internal] = true
-					c.write(sc, encodeParse(c.out[:0], ps.internal, ps.sql, ps.paramTypes))
-					c.steps = append(c.steps, step{kind: stepParse, name: ps.internal})
+					c.prepareOn(sc, ps.internal, ps.sql, ps.paramTypes, stepParse)
 				default:
 					c.write(sc, raw)
 					c.steps = append(c.steps, step{kind: stepParse})
@@ -261,10 +255,7 @@ func (c *client) writeItems(sc *serverConn, retryable, again bool) {
 				c.steps = append(c.steps, step{kind: stepSynthParse})
 				continue
 			}
-			c.closeStale(sc)
-			sc.prepared[ps.internal] = true
-			c.write(sc, encodeParse(c.out[:0], ps.internal, ps.sql, ps.paramTypes))
-			c.steps = append(c.steps, step{kind: stepParse, name: ps.internal})
+			c.prepareOn(sc, ps.internal, ps.sql, ps.paramTypes, stepParse)
 		case msgBind:
 			ps := c.lookupStmt(it.name)
 			if ps == nil || sc == nil {
@@ -366,10 +357,17 @@ func (c *client) ensurePrepared(sc *serverConn, ps *prepStmt, unnamed bool, pars
 	if sc.prepared[ps.internal] {
 		return
 	}
+	c.prepareOn(sc, ps.internal, ps.sql, ps.paramTypes, stepSwallowParse)
+}
+
+// prepareOn writes a Parse of a statement under its server-side name to sc (closing the statements
+// found stale there first) and notes the answer: stepParse relays the ParseComplete, stepSwallowParse
+// swallows it.
+func (c *client) prepareOn(sc *serverConn, name, sql string, paramTypes []byte, kind stepKind) {
 	c.closeStale(sc)
-	sc.prepared[ps.internal] = true
-	c.write(sc, encodeParse(c.out[:0], ps.internal, ps.sql, ps.paramTypes))
-	c.steps = append(c.steps, step{kind: stepSwallowParse, name: ps.internal})
+	sc.prepared[name] = true
+	c.write(sc, encodeParse(c.out[:0], name, sql, paramTypes))
+	c.steps = append(c.steps, step{kind: kind, name: name})
 }
 
 // undefinedStatement answers a reference to an unknown prepared statement with PostgreSQL's error;

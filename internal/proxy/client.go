@@ -542,6 +542,25 @@ func (c *client) checkout(t target) (*serverConn, error) {
 	return sc, nil
 }
 
+// checkoutRead checks out a connection for t; when t is a read on a replica that cannot be reached
+// (nothing of the client's was sent yet) the read runs on the primary instead, and discovery is told.
+func (c *client) checkoutRead(t target) (*serverConn, target, error) {
+	sc, err := c.checkout(t)
+	var pe *pgError
+	if err == nil || !t.read || c.cur != nil || !errors.As(err, &pe) || pe.Code != codeConnectionFailure {
+		return sc, t, err
+	}
+	c.p.disc.Refresh()
+	pt, perr := c.p.primaryTarget(c.p.disc.Current())
+	if perr != nil || pt.node.Name == t.node.Name {
+		return nil, t, err
+	}
+	c.log.Info("replica unreachable: read sent to the primary", "node", t.node.Name, "err", err)
+	pt.read = true
+	sc, err = c.checkout(pt)
+	return sc, pt, err
+}
+
 // ended turns a wait cut short by terminate into the session's error.
 func (c *client) ended(err error) error {
 	if pe := c.killed.Load(); pe != nil {
@@ -764,7 +783,7 @@ func (c *client) simpleQuery(msg []byte) error {
 			t = target{node: nodeOf(c), route: "held"}
 		}
 		var sc *serverConn
-		if sc, err = c.checkout(t); err == nil {
+		if sc, t, err = c.checkoutRead(t); err == nil {
 			c.steps = c.steps[:0]
 			retry := c.txStatus == 'I' && c.deferBegin == "" // outside a transaction a stale plan can be retried
 			if c.deferBegin != "" {

@@ -175,7 +175,7 @@ func (c *client) runBatch() error {
 		if c.cur != nil {
 			t = target{node: nodeOf(c), route: "held"}
 		} else if t, err = c.routeFor(res); err == nil {
-			_, err = c.checkout(t)
+			_, t, err = c.checkoutRead(t)
 		}
 		if err != nil {
 			return c.batchError(err)

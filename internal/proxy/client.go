@@ -76,6 +76,7 @@ type client struct {
 	deferBegin string                 // a BEGIN answered locally, to be sent with the next statement
 	deadTxn    bool                   // the transaction's server died: only ROLLBACK/COMMIT end it
 	needSync   bool                   // an extended COPY FROM STDIN swallowed the batch's Sync
+	skipping   bool                   // the proxy answered an extended-protocol error itself: messages up to Sync are dropped
 	timedRead  bool                   // the statement being executed is a read (for the latency histogram)
 
 	arena []byte // client messages of the current extended batch
@@ -251,6 +252,17 @@ func (c *client) loop() error {
 				c.fatal(newError(codeProtocolViolation, "%v", err))
 			}
 			return err
+		}
+		if (typ == msgQuery || typ == msgFuncCall) && len(c.items) > 0 {
+			// Extended-protocol messages not yet followed by Sync or Flush go to the server first,
+			// as they would directly (the server runs messages in order).
+			msg = append([]byte(nil), msg...) // the batch may read from the client (COPY)
+			if err = c.addItem(msgFlush, rawFlush); err == nil {
+				err = c.runBatch()
+			}
+			if err != nil {
+				return err
+			}
 		}
 		switch typ {
 		case msgQuery:

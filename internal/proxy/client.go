@@ -616,7 +616,13 @@ func (c *client) releaseCur() {
 	}
 	sc.pool.active.Dec()
 	if !sc.clean() {
-		c.log.Error("server connection not clean at release: closed", "node", sc.pool.key.node, "state", sc.stateName())
+		if sc.st.authChanged && sc.settled() && sc.st.txn == 'I' {
+			// SET SESSION AUTHORIZATION (tracked and replayed for its own session): the
+			// connection runs as another identity and is not lent to anyone else.
+			c.log.Debug("server connection of another identity closed at release", "node", sc.pool.key.node)
+		} else {
+			c.log.Error("server connection not clean at release: closed", "node", sc.pool.key.node, "state", sc.stateName())
+		}
 		sc.broken = true
 		sc.pool.release(sc)
 		return

@@ -68,7 +68,7 @@ var autoPrepareCorpus = []string{
 }
 
 func TestAutoPrepareSameAsDirect(t *testing.T) {
-	e := newEnv(t, envOptions{configure: func(c *proxy.Config) { c.AutoPrepareThreshold = 1 }})
+	e := newEnv(t, envOptions{configure: func(c *proxy.Config) { c.AutoPrepare, c.AutoPrepareThreshold = true, 1 }})
 	ctx := pgtest.Context(t, 2*time.Minute)
 	direct, err := pgx.Connect(ctx, fmt.Sprintf("host=%s port=%d user=postgres dbname=postgres sslmode=disable",
 		e.primary.Endpoint().Host, e.primary.Endpoint().Port))
@@ -270,7 +270,7 @@ func autoPrepareMetric(t *testing.T, e *env, event string) float64 {
 // A statement shared between them would fail ("cached plan must not change result type"); each
 // search_path gets its own.
 func TestAutoPrepareSchemaPerTenant(t *testing.T) {
-	e := newEnv(t, envOptions{configure: func(c *proxy.Config) { c.AutoPrepareThreshold = 1; c.PoolSize = 1 }})
+	e := newEnv(t, envOptions{configure: func(c *proxy.Config) { c.AutoPrepare, c.AutoPrepareThreshold = true, 1; c.PoolSize = 1 }})
 	ctx := pgtest.Context(t, time.Minute)
 	setup := e.connect(t)
 	if _, err := setup.PgConn().Exec(ctx, `CREATE SCHEMA t1; CREATE SCHEMA t2;

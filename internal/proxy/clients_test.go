@@ -10,12 +10,13 @@ import (
 
 	"github.com/meridiandb/meridian/internal/pgnode"
 	"github.com/meridiandb/meridian/internal/pgtest"
+	"github.com/meridiandb/meridian/internal/proxy"
 )
 
 // TestPgbenchThroughProxy runs pgbench unchanged in all three query modes in transaction pooling and
 // checks TPC-B's invariant: every balance update reached all three tables exactly once.
 func TestPgbenchThroughProxy(t *testing.T) {
-	e := newEnv(t, envOptions{})
+	e := newEnv(t, envOptions{configure: func(c *proxy.Config) { c.AutoPrepare = true }})
 	bin := pgtest.Binaries(t)
 	host, port, _ := net.SplitHostPort(e.proxy.Addr())
 	pgbench := func(args ...string) string {

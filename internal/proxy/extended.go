@@ -211,6 +211,9 @@ func (c *client) runBatch() error {
 func (c *client) writeItems(sc *serverConn, retryable, again bool) {
 	skipping := false // after a synthetic error, messages up to Sync are not sent (as the server would skip them)
 	parsedUnnamed := false
+	if !again {
+		c.ap.timed, c.ap.binds = nil, 0
+	}
 	for i := range c.items {
 		it := &c.items[i]
 		raw := c.arena[it.off:it.end]
@@ -244,6 +247,9 @@ func (c *client) writeItems(sc *serverConn, retryable, again bool) {
 				}
 				continue
 			}
+			if c.p.cfg.AutoPrepare {
+				c.noteCatalog(it.sql)
+			}
 			if _, dup := c.stmts[it.name]; dup {
 				c.steps = append(c.steps, step{kind: stepSynthError, err: newError(codeDuplicatePrepared,
 					"prepared statement \"%s\" already exists", it.name)})
@@ -265,6 +271,8 @@ func (c *client) writeItems(sc *serverConn, retryable, again bool) {
 			named := it.name != "" || ps.auto // runs under ps.internal on the server
 			if ps.auto && it.name == "" {
 				c.p.metrics.autoExecuted.Inc()
+				c.ap.timed = ps.entry
+				c.ap.binds++
 			}
 			c.ensurePrepared(sc, ps, !named, &parsedUnnamed)
 			if !named {

@@ -20,7 +20,7 @@ func TestParameterize(t *testing.T) {
 			want: "UPDATE pgbench_accounts SET abalance = abalance + -4321 WHERE aid = 99;"},
 		{sql: "select 10, 10, 3000000000, 99999999999999999999, 12.50, 7", want: "select 10, 10, 3000000000, 99999999999999999999, 12.50, 7"},
 		{sql: "SELECT a FROM t WHERE a = 10 OR b = 10 OR c > 3000000000 OR d < 99999999999999999999 OR e <= 12.50 OR f = 7",
-			want: "SELECT a FROM t WHERE a = $1 OR b = $1 OR c > $2         OR d < $3                   OR e <= $4    OR f = 7",
+			want:   "SELECT a FROM t WHERE a = $1 OR b = $1 OR c > $2         OR d < $3                   OR e <= $4    OR f = 7",
 			values: []string{"10", "3000000000", "99999999999999999999", "12.50"}, types: []uint32{OIDInt4, OIDInt8, OIDNumeric, OIDNumeric}},
 		{sql: "SELECT a + 10, count(*) FROM t GROUP BY a + 10 ORDER BY 1, 20 LIMIT 100",
 			want: "SELECT a + 10, count(*) FROM t GROUP BY a + 10 ORDER BY 1, 20 LIMIT 100"},
@@ -34,7 +34,7 @@ func TestParameterize(t *testing.T) {
 		{sql: "SELECT DISTINCT ON (12) a, b FROM t WHERE c = 12", want: "SELECT DISTINCT ON (12) a, b FROM t WHERE c = 12"},
 		// Type modifiers are part of the type name, quoted or not.
 		{sql: "SELECT x::numeric(10,2), CAST(y AS varchar(20)), CAST(z AS \"varchar\"(10)), w::pg_catalog.\"numeric\"(12,3) FROM t WHERE id = 12345",
-			want: "SELECT x::numeric(10,2), CAST(y AS varchar(20)), CAST(z AS \"varchar\"(10)), w::pg_catalog.\"numeric\"(12,3) FROM t WHERE id = $1   ",
+			want:   "SELECT x::numeric(10,2), CAST(y AS varchar(20)), CAST(z AS \"varchar\"(10)), w::pg_catalog.\"numeric\"(12,3) FROM t WHERE id = $1   ",
 			values: []string{"12345"}},
 		{sql: "SELECT 12.345::\"numeric\"(10,2) FROM t WHERE id = 12345", want: "SELECT 12.345::\"numeric\"(10,2) FROM t WHERE id = 12345"},
 		{sql: "SELECT bpchar(10) 'abc' FROM t WHERE id = 12345", want: "SELECT bpchar(10) 'abc' FROM t WHERE id = 12345"},

@@ -53,7 +53,7 @@ type client struct {
 	unnamed         *prepStmt
 	auto            autoRun // the simple query being run as a prepared statement (auto_prepare)
 	ap              autoSession
-	retryBatch      bool    // a stale auto-prepared statement reruns the extended batch, not c.auto
+	retryBatch      bool // a stale auto-prepared statement reruns the extended batch, not c.auto
 
 	mu  sync.Mutex  // guards cur, which cancel requests read
 	cur *serverConn // the server connection in use, if any
@@ -96,7 +96,7 @@ type prepStmt struct {
 	paramTypes []byte // Parse's parameter-type section, verbatim
 	internal   string // its name on server connections
 	res        classify.Result
-	local      bool // SET/SHOW meridian.*: answered by the proxy, never prepared on a server
+	local      bool       // SET/SHOW meridian.*: answered by the proxy, never prepared on a server
 	auto       bool       // the unnamed statement, run under internal on the server (auto_prepare)
 	entry      *autoEntry // with auto: its auto_prepare entry
 }

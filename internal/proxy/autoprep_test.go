@@ -492,3 +492,55 @@ func TestAutoPrepareDecidesLikeDirect(t *testing.T) {
 		})
 	}
 }
+
+// TestAutoPreparePlanGuard: a prepared statement's generic plan can be far slower than the plan
+// for the values at hand (skewed data: one value in 98 % of the rows, planned like a rare one).
+// The proxy notices that a text's prepared runs became much slower than its first (custom-plan)
+// runs and runs it as sent from then on (issue 13, section 5). The test asserts that behaviour,
+// not a speed.
+func TestAutoPreparePlanGuard(t *testing.T) {
+	e := newEnv(t, envOptions{configure: func(c *proxy.Config) { c.AutoPrepare, c.AutoPrepareThreshold = true, 1; c.PoolSize = 1 }})
+	ctx := pgtest.Context(t, 3*time.Minute)
+	conn := e.connect(t)
+	// A bitmap scan reads the heap in order and would be only a little slower than the sequential
+	// scan; without it the generic plan walks the index and fetches rows in random order.
+	if _, err := conn.PgConn().Exec(ctx, `CREATE TABLE skew (id int, sk int, x float8);
+		INSERT INTO skew SELECT g, CASE WHEN g % 50 = 0 THEN 1000 + g % 997 ELSE 10 END, random() FROM generate_series(1, 200000) g;
+		CREATE INDEX ON skew (sk, x); ANALYZE skew;
+		SET enable_bitmapscan = off`).ReadAll(); err != nil {
+		t.Fatal(err)
+	}
+	const q = "SELECT count(*), max(id) FROM skew WHERE sk = 10 /* meridian:primary */"
+	disabled := autoPrepareMetric(t, e, "disabled")
+	var last float64
+	for run := 1; run <= 40; run++ {
+		start := time.Now()
+		res := simpleResults(ctx, conn, q)
+		if !strings.Contains(res, "[196000,") {
+			t.Fatalf("run %d: %s", run, res)
+		}
+		t.Logf("run %d: %v", run, time.Since(start))
+		if autoPrepareMetric(t, e, "disabled") > disabled {
+			last = autoPrepareMetric(t, e, "executed")
+			break
+		}
+	}
+	if last == 0 {
+		t.Fatal("the text was still auto-prepared after 40 runs (meridian_proxy_auto_prepare_total{event=\"disabled\"} unchanged)")
+	}
+	// From now on it runs as sent.
+	for run := 0; run < 3; run++ {
+		_ = simpleResults(ctx, conn, q)
+	}
+	if n := autoPrepareMetric(t, e, "executed"); n != last {
+		t.Errorf("the disabled text still ran prepared: executed %v → %v", last, n)
+	}
+	// A rare value still runs prepared for other texts; the guard is per text.
+	before := autoPrepareMetric(t, e, "executed")
+	for run := 0; run < 3; run++ {
+		_ = simpleResults(ctx, conn, "SELECT count(*) FROM skew WHERE sk = 1050 /* meridian:primary */")
+	}
+	if autoPrepareMetric(t, e, "executed") == before {
+		t.Errorf("another text was not auto-prepared")
+	}
+}

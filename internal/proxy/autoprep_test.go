@@ -71,6 +71,10 @@ var autoPrepareCorpus = []string{
 	"SELECT small FROM ap WHERE id < 100 GROUP BY ALL 10",
 	"SELECT small, count(*) FROM ap WHERE id < 100 GROUP BY ALL 1 ORDER BY 1",
 	"SELECT CASE WHEN id > 0 THEN id ELSE 100/00 END FROM ap WHERE id = 12",
+	// Folding a comparison of constants to false drops the branch before 1/0 is folded; with
+	// 12345 a parameter, a generic plan keeps the branch and folds 1/0 (22012).
+	"SELECT CASE WHEN id < 0 AND 10 = 12345 THEN 1/0 ELSE id END FROM ap WHERE id = 12",
+	"SELECT CASE WHEN 10 = 12345 THEN 1/0 ELSE 55 END",
 	"SELECT CASE WHEN id = 12345 THEN 100/00 END FROM ap WHERE id < 15 ORDER BY id",
 	"SELECT id FROM ap WHERE id = 12345 AND 2147483647 + 10 > 0",
 	"SELECT id FROM ap WHERE id BETWEEN 10 AND 13 AND small NOT IN (10, 11) AND t LIKE 'row 1%' ORDER BY id LIMIT 10 OFFSET 1",

@@ -371,9 +371,7 @@ func (c *client) writeAuto(sc *serverConn, retry bool) {
 	if !sc.prepared[a.e.name] {
 		c.prepareOn(sc, a.e.name, a.text, a.e.paramTypes, stepSwallowParse)
 		c.p.metrics.autoPrepared.Inc()
-		if !retry {
-			c.ap.timed = nil // the run includes planning again: not a fair sample
-		}
+		c.ap.timed = nil // this run parses too: not a sample of the plan's speed
 	}
 	out, start := appendMsgHeader(c.out[:0], msgBind)
 	out = append(out, 0) // unnamed portal

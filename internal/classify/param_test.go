@@ -103,3 +103,53 @@ func TestParameterize(t *testing.T) {
 		}
 	}
 }
+
+func TestPreparableWithParams(t *testing.T) {
+	for _, tc := range []struct {
+		sql      string
+		ok, rows bool
+	}{
+		{"SELECT abalance FROM pgbench_accounts WHERE aid = $1", true, true},
+		{"INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES ($1, $2, $3, $4, CURRENT_TIMESTAMP)", true, false},
+		{"DELETE FROM t WHERE a IN ($1, $2) RETURNING a", true, true},
+		{"SELECT * FROM t WHERE a = $1 LIMIT $2", true, true},
+		// A generic plan would not fold these the way the unnamed statement's plan does.
+		{"UPDATE pgbench_accounts SET abalance = abalance + $1 WHERE aid = $2", false, false},
+		{"SELECT CASE WHEN a = $1 THEN 100/0 END FROM t", false, false},
+		{"SELECT * FROM t WHERE $1 = a", false, false},
+		{"SELECT $1::int + 1", false, false},
+		{"SELECT * FROM t WHERE a = $1 AND b = 'x\\'", false, false},
+		{"CREATE TABLE t (a int)", false, false},
+	} {
+		rows, ok := PreparableWithParams(tc.sql)
+		if ok != tc.ok || rows != tc.rows {
+			t.Errorf("PreparableWithParams(%q) = rows %v, ok %v; want %v, %v", tc.sql, rows, ok, tc.rows, tc.ok)
+		}
+	}
+}
+
+func TestChangesCatalog(t *testing.T) {
+	for _, tc := range []struct {
+		sql  string
+		want bool
+	}{
+		{"CREATE TABLE t (a int)", true},
+		{"  alter domain d set default 2", true},
+		{"SELECT 1; DROP TYPE rt", true},
+		{"DO $$BEGIN END$$", true},
+		{"CALL p()", true},
+		{"SELECT 1 INTO t2", true},
+		{"GRANT SELECT ON t TO u", true},
+		{"SELECT E'\\n'; CREATE TABLE x ()", true},
+		{"SELECT 1", false},
+		{"INSERT INTO t VALUES (1)", false},
+		{"BEGIN", false},
+		{"SET datestyle = 'ISO, DMY'", false},
+		{"SELECT created, dropped FROM t", false},
+		{"SELECT E'\\n' AS doc", false},
+	} {
+		if got := ChangesCatalog(tc.sql); got != tc.want {
+			t.Errorf("ChangesCatalog(%q) = %v, want %v", tc.sql, got, tc.want)
+		}
+	}
+}

@@ -77,6 +77,7 @@ type client struct {
 	deferBegin string                 // a BEGIN answered locally, to be sent with the next statement
 	deadTxn    bool                   // the transaction's server died: only ROLLBACK/COMMIT end it
 	needSync   bool                   // an extended COPY FROM STDIN swallowed the batch's Sync
+	skipping   bool                   // the proxy answered an extended-protocol error itself: messages up to Sync are dropped
 	timedRead  bool                   // the statement being executed is a read (for the latency histogram)
 
 	arena []byte // client messages of the current extended batch
@@ -253,6 +254,17 @@ func (c *client) loop() error {
 				c.fatal(newError(codeProtocolViolation, "%v", err))
 			}
 			return err
+		}
+		if (typ == msgQuery || typ == msgFuncCall) && len(c.items) > 0 {
+			// Extended-protocol messages not yet followed by Sync or Flush go to the server first,
+			// as they would directly (the server runs messages in order).
+			msg = append([]byte(nil), msg...) // the batch may read from the client (COPY)
+			if err = c.addItem(msgFlush, rawFlush); err == nil {
+				err = c.runBatch()
+			}
+			if err != nil {
+				return err
+			}
 		}
 		switch typ {
 		case msgQuery:
@@ -544,6 +556,25 @@ func (c *client) checkout(t target) (*serverConn, error) {
 	return sc, nil
 }
 
+// checkoutRead checks out a connection for t; when t is a read on a replica that cannot be reached
+// (nothing of the client's was sent yet) the read runs on the primary instead, and discovery is told.
+func (c *client) checkoutRead(t target) (*serverConn, target, error) {
+	sc, err := c.checkout(t)
+	var pe *pgError
+	if err == nil || !t.read || c.cur != nil || !errors.As(err, &pe) || pe.Code != codeConnectionFailure {
+		return sc, t, err
+	}
+	c.p.disc.Refresh()
+	pt, perr := c.p.primaryTarget(c.p.disc.Current())
+	if perr != nil || pt.node.Name == t.node.Name {
+		return nil, t, err
+	}
+	c.log.Info("replica unreachable: read sent to the primary", "node", t.node.Name, "err", err)
+	pt.read = true
+	sc, err = c.checkout(pt)
+	return sc, pt, err
+}
+
 // ended turns a wait cut short by terminate into the session's error.
 func (c *client) ended(err error) error {
 	if pe := c.killed.Load(); pe != nil {
@@ -587,7 +618,13 @@ func (c *client) releaseCur() {
 	}
 	sc.pool.active.Dec()
 	if !sc.clean() {
-		c.log.Error("server connection not clean at release: closed", "node", sc.pool.key.node, "state", sc.stateName())
+		if sc.st.authChanged && sc.settled() && sc.st.txn == 'I' {
+			// SET SESSION AUTHORIZATION (tracked and replayed for its own session): the
+			// connection runs as another identity and is not lent to anyone else.
+			c.log.Debug("server connection of another identity closed at release", "node", sc.pool.key.node)
+		} else {
+			c.log.Error("server connection not clean at release: closed", "node", sc.pool.key.node, "state", sc.stateName())
+		}
 		sc.broken = true
 		sc.pool.release(sc)
 		return
@@ -766,7 +803,7 @@ func (c *client) simpleQuery(msg []byte) error {
 			t = target{node: nodeOf(c), route: "held"}
 		}
 		var sc *serverConn
-		if sc, err = c.checkout(t); err == nil {
+		if sc, t, err = c.checkoutRead(t); err == nil {
 			c.steps = c.steps[:0]
 			retry := c.txStatus == 'I' && c.deferBegin == "" // outside a transaction a stale plan can be retried
 			if c.deferBegin != "" {

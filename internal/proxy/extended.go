@@ -175,7 +175,7 @@ func (c *client) runBatch() error {
 		if c.cur != nil {
 			t = target{node: nodeOf(c), route: "held"}
 		} else if t, err = c.routeFor(res); err == nil {
-			_, err = c.checkout(t)
+			_, t, err = c.checkoutRead(t)
 		}
 		if err != nil {
 			return c.batchError(err)
@@ -212,7 +212,10 @@ func (c *client) runBatch() error {
 // answers each. With retryable, a stale auto-prepared statement's Bind error is held back for a
 // second run; again is that second run (the unnamed Parse was answered already).
 func (c *client) writeItems(sc *serverConn, retryable, again bool) {
-	skipping := false // after a synthetic error, messages up to Sync are not sent (as the server would skip them)
+	// After an error the proxy answered itself, messages up to Sync are not sent (as the server would
+	// skip them), also those of the next batches when this one ends without Sync.
+	skipping := c.skipping
+	defer func() { c.skipping = skipping }()
 	parsedUnnamed := false
 	if !again {
 		c.ap.timed, c.ap.binds = nil, 0
@@ -357,6 +360,11 @@ func (c *client) writeItems(sc *serverConn, retryable, again bool) {
 				c.write(sc, raw)
 			}
 		}
+	}
+	if skipping && sc != nil && c.items[len(c.items)-1].typ == msgFlush {
+		// The batch's Flush was dropped with the messages after an error the proxy answered
+		// itself; the server must still send what it owes for the messages before it.
+		c.write(sc, rawFlush)
 	}
 }
 

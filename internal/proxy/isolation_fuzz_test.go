@@ -167,6 +167,15 @@ func newIsolationEnv(tb testing.TB) *isolationEnv {
 
 // session logs in and sends the ops; ending 0: Terminate; 1: close at once; 2: read a little, then close.
 func (e *isolationEnv) session(t *testing.T, ops []byte, ending uint8) {
+	var b bytes.Buffer
+	for _, op := range ops {
+		b.Write(isolationOps[int(op)%len(isolationOps)])
+	}
+	e.sessionBytes(t, b.Bytes(), ending)
+}
+
+// sessionBytes logs in and sends data as the client's messages, then ends as session says.
+func (e *isolationEnv) sessionBytes(t *testing.T, data []byte, ending uint8) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	conn, err := net.DialTimeout("tcp", e.proxyAddr, 5*time.Second)
@@ -184,9 +193,7 @@ func (e *isolationEnv) session(t *testing.T, ops []byte, ending uint8) {
 	binary.BigEndian.PutUint32(startup, uint32(len(startup)))
 	var b bytes.Buffer
 	b.Write(startup)
-	for _, op := range ops {
-		b.Write(isolationOps[int(op)%len(isolationOps)])
-	}
+	b.Write(data)
 	if ending == 0 {
 		b.Write(msg('X'))
 	}
@@ -195,6 +202,8 @@ func (e *isolationEnv) session(t *testing.T, ops []byte, ending uint8) {
 		return // the proxy may have closed on a protocol violation
 	}
 	if ending == 2 {
+		// Leave while answers may still be coming (or none is due: a pipeline without Sync).
+		_ = conn.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
 		var buf [512]byte
 		_, _ = conn.Read(buf[:])
 	}

@@ -57,10 +57,13 @@ type relayResult struct {
 func (c *client) relay(sc *serverConn) (relayResult, error) {
 	var res relayResult
 	steps := c.steps
-	// After an error in an earlier batch that ended without Sync, the server still discards
-	// everything up to the next Sync.
-	skipToSync := sc.st.skipping
-	defer func() { sc.st.skipping = skipToSync }()
+	// srvSkip: the server discards every message up to the next Sync (after an error in an
+	// extended-protocol message, also one of an earlier batch that ended without Sync).
+	// skipToSync: the steps up to the next Sync get no answer: the server discards them, or the
+	// proxy answered an error itself (and did not send them).
+	srvSkip := sc.st.skipping
+	skipToSync := srvSkip
+	defer func() { sc.st.skipping = srvSkip }()
 	var commitLSN topology.LSN // the answer of a stepCommitLSN
 	for i := 0; i < len(steps); {
 		st := steps[i]
@@ -89,11 +92,20 @@ func (c *client) relay(sc *serverConn) (relayResult, error) {
 				if !res.retry {
 					c.finishCommit(res.status, commitLSN)
 				}
+				skipToSync, srvSkip = false, false
 				i++
 			}
 			continue
 		}
-		if skipToSync && st.kind != stepSync && st.kind != stepQuery {
+		queryLike := st.kind == stepQuery || st.kind == stepSwallowQuery || st.kind == stepRestore
+		if queryLike && srvSkip {
+			// A Query (or FunctionCall) that reaches a server discarding messages until Sync is
+			// discarded too, without any answer, as on a direct connection.
+			sc.st.owed--
+			i++
+			continue
+		}
+		if skipToSync && st.kind != stepSync && !queryLike {
 			switch st.kind {
 			case stepParse, stepSwallowParse:
 				delete(sc.prepared, st.name) // the server skipped it: not prepared after all
@@ -171,7 +183,7 @@ func (c *client) relay(sc *serverConn) (relayResult, error) {
 				if st.kind == stepParse || st.kind == stepSwallowParse {
 					delete(sc.prepared, st.name)
 				}
-				skipToSync = true // the server discards messages until Sync
+				skipToSync, srvSkip = true, true // the server discards messages until Sync
 				i++
 			}
 			continue
@@ -189,12 +201,12 @@ func (c *client) relay(sc *serverConn) (relayResult, error) {
 				continue
 			}
 			if res.retry {
-				res.status, skipToSync = msg[5], false
+				res.status, skipToSync, srvSkip = msg[5], false, false
 				i++
 				continue
 			}
 			res.rfq, res.status = true, msg[5]
-			skipToSync = false
+			skipToSync, srvSkip = false, false
 			i++
 			if i < len(steps) && (steps[i].kind == stepCommitLSN || steps[i].kind == stepRestore) {
 				continue // written after those (by finishCommit, or above)

@@ -48,9 +48,9 @@
 #   BENCH_BAR_RELAY [1]  also run the bar rounds through the epoll relay (scripts/bench/epollrelay,
 #       internal/benchrelay): an event loop reduced to copying bytes, in front of the primary — the
 #       yardstick of what any Go proxy could do here. "relay" in BENCH_TARGETS adds it to the table.
-#   BENCH_BAR_PLAIN [1]  also run the bar rounds through a second Meridian proxy with auto_prepare off
+#   BENCH_BAR_PLAIN [1]  also run the bar rounds through a second Meridian proxy with auto_prepare on (the option; the table runs the default, off)
 #       (simple queries relayed as they are, as PgBouncer does), to show what automatic preparation gives.
-#   The Meridian proxy of the table runs its default configuration (auto_prepare on).
+#   The Meridian proxy of the table runs its default configuration (auto_prepare off since issue 13).
 set -euo pipefail
 
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -595,14 +595,14 @@ EOF
     fi
   fi
   if ((BAR_PLAIN == 1 && BAR_ROUNDS > 0)) && [ -z "${UNAVAILABLE[meridian]:-}" ]; then
-    log "Meridian proxy with auto_prepare off on 127.0.0.1:$P_PLAIN (for the bar rounds)"
+    log "Meridian proxy with auto_prepare on on 127.0.0.1:$P_PLAIN (for the bar rounds)"
     sed -e "s/^listen: .*/listen: 127.0.0.1:$P_PLAIN/" -e "s/^http_listen: .*/http_listen: 127.0.0.1:$P_PLAIN_HTTP/" \
       "$WORK/meridian/proxy.yaml" >"$WORK/meridian/proxy-plain.yaml"
-    echo "auto_prepare: false" >>"$WORK/meridian/proxy-plain.yaml"
+    echo "auto_prepare: true" >>"$WORK/meridian/proxy-plain.yaml"
     start plain TERM "$WORK/logs/meridian-plain.log" "$MERIDIAN" proxy --config "$WORK/meridian/proxy-plain.yaml"
     PID_OF[plain]=$REPLY
     PORT_OF[plain]=$P_PLAIN
-    wait_sql "Meridian proxy (auto_prepare off)" "$REPLY" "$P_PLAIN" bench 30 "$WORK/logs/meridian-plain.log" ||
+    wait_sql "Meridian proxy (auto_prepare on)" "$REPLY" "$P_PLAIN" bench 30 "$WORK/logs/meridian-plain.log" ||
       UNAVAILABLE[plain]="failed to start (see its log)"
   else
     UNAVAILABLE[plain]="not asked for"
@@ -712,7 +712,7 @@ done
 # The bar (Meridian ≥ PgBouncer, select-only, 16 clients) from rounds in alternating order.
 declare -A BAR=()       # mode → "ratio meridian_tps pgbouncer_tps" per round, space-separated triples
 declare -A BAR_YARD=()  # mode → the same for the epoll relay against PgBouncer
-declare -A BAR_PLAINR=() # mode → the same for Meridian with auto_prepare off
+declare -A BAR_PLAINR=() # mode → the same for Meridian with auto_prepare on
 if ((BAR_ROUNDS > 0)) && want meridian && want pgbouncer && [ -z "${UNAVAILABLE[meridian]:-}" ] && [ -z "${UNAVAILABLE[pgbouncer]:-}" ]; then
   bar_tps() { # target mode → tps of one select-only run
     local out
@@ -736,7 +736,7 @@ if ((BAR_ROUNDS > 0)) && want meridian && want pgbouncer && [ -z "${UNAVAILABLE[
       if [ -n "${got[plain]:-}" ]; then
         y=$(ratio "${got[plain]}" "${got[pgbouncer]}")
         BAR_PLAINR[$mode]+="$y ${got[plain]} ${got[pgbouncer]} "
-        line+="; Meridian auto_prepare off ${got[plain]} tps, ratio $y"
+        line+="; Meridian auto_prepare on ${got[plain]} tps, ratio $y"
       fi
       if [ -n "${got[relay]:-}" ]; then
         y=$(ratio "${got[relay]}" "${got[pgbouncer]}")
@@ -888,14 +888,14 @@ fmt2() { awk -v v="$1" 'BEGIN {printf "%.2f", v}'; }
   if [ ${#BAR[@]} -gt 0 ]; then
     echo "## The bar: Meridian ≥ PgBouncer, select-only, $BAR_CLIENTS clients"
     echo
-    echo "$BAR_ROUNDS rounds per protocol after the table, ${BAR_DURATION}s each, Meridian and PgBouncer back to back in an order rotated every round; the verdict is the median of the per-round ratios.${BAR_YARD[*]:+ The epoll relay (scripts/bench/epollrelay: an event loop reduced to copying bytes, one server connection per client, in front of the primary) ran in the same rounds as a yardstick of what any Go proxy could do here.}${BAR_PLAINR[*]:+ A second Meridian proxy with auto_prepare off (simple queries relayed as they are, as PgBouncer relays them) ran in the same rounds.}"
+    echo "$BAR_ROUNDS rounds per protocol after the table, ${BAR_DURATION}s each, Meridian and PgBouncer back to back in an order rotated every round; the verdict is the median of the per-round ratios.${BAR_YARD[*]:+ The epoll relay (scripts/bench/epollrelay: an event loop reduced to copying bytes, one server connection per client, in front of the primary) ran in the same rounds as a yardstick of what any Go proxy could do here.}${BAR_PLAINR[*]:+ A second Meridian proxy with auto_prepare on (the option: repeated texts prepared once per server connection) ran in the same rounds.}"
     echo
     echo "| protocol | ratio per round (TPS / PgBouncer TPS) | median | min | max | verdict |"
     echo "|---|---|---|---|---|---|"
     for mode in $MODES; do
       [ -n "${BAR[$mode]:-}" ] || continue
       { echo "${BAR[$mode]}"; echo "${BAR_PLAINR[$mode]:-}"; echo "${BAR_YARD[$mode]:-}"; } | awk -v mode="$mode" 'NF > 0 {
-        what = (NR == 1) ? "Meridian (default: auto_prepare on), " mode : (NR == 2) ? "Meridian, auto_prepare off, " mode : "epoll relay (yardstick), " mode
+        what = (NR == 1) ? "Meridian (default: auto_prepare off), " mode : (NR == 2) ? "Meridian, auto_prepare on, " mode : "epoll relay (yardstick), " mode
         n = 0; list = ""
         for (i = 1; i + 2 <= NF; i += 3) { n++; q[n] = $i + 0; list = list sprintf("%s%.3f (%.0f / %.0f)", (n > 1 ? ", " : ""), $i, $(i + 1), $(i + 2)) }
         for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (q[j] < q[i]) { t = q[i]; q[i] = q[j]; q[j] = t }

@@ -1,6 +1,7 @@
 package classify
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -39,8 +40,9 @@ func FuzzClassify(f *testing.F) {
 }
 
 // FuzzParameterize checks that parameterizing never panics, keeps the text's length (error
-// positions), puts each value back where it came from, and never changes how a text that parses is
-// parsed and routed.
+// positions), puts each value back where it came from, never changes how a text that parses is
+// parsed and routed, and never accepts a backslash (standard_conforming_strings); it also runs
+// PreparableWithParams and ChangesCatalog on the text.
 //
 //	go test -run '^$' -fuzz FuzzParameterize -fuzztime 60s ./internal/classify/
 func FuzzParameterize(f *testing.F) {
@@ -52,11 +54,32 @@ func FuzzParameterize(f *testing.F) {
 	}
 	f.Add("SELECT a + 10, count(*) FROM t GROUP BY a + 10 ORDER BY 1, 20 LIMIT 100")
 	f.Add("INSERT INTO t (a, b) VALUES (10, 'x') ON CONFLICT (a) WHERE b > 55 DO UPDATE SET a = 66")
+	// issue 13: texts whose meaning a parameter would change.
+	for _, sql := range []string{
+		"INSERT INTO t VALUES ('a\\', 12345, ') --')",
+		"SELECT pg_typeof(-(2147483648)), -(2147483648) * 2",
+		"SELECT 12.345::\"numeric\"(10,2), CAST(x AS \"varchar\"(10)), bpchar(10) 'abc' FROM t WHERE id = 12345",
+		"SELECT * FROM t WHERE id = 12345 ORDER BY -10",
+		"SELECT a FROM t WHERE id = 12345 GROUP BY ALL 10",
+		"SELECT CASE WHEN id < 0 AND 10 = 12345 THEN 1/0 ELSE id END FROM t WHERE id = 12",
+		"SELECT * FROM t WHERE x BETWEEN -10000 AND 20000 AND y NOT IN (11, -22) AND s LIKE '%10%' LIMIT 10 OFFSET 20",
+		"INSERT INTO t (a, b) VALUES (10, 'x'), (-12345, 'y') ON CONFLICT (a) WHERE b > 55 DO NOTHING RETURNING a",
+		"UPDATE t SET a = 12345 WHERE b = 67890",
+	} {
+		f.Add(sql)
+	}
 	c := New(Config{WriteFunctions: testWriteFunctions, CacheSize: -1})
 	f.Fuzz(func(t *testing.T, sql string) {
+		_ = ChangesCatalog(sql)
+		if _, ok := PreparableWithParams(sql); ok && strings.Contains(sql, "\\") {
+			t.Fatalf("PreparableWithParams(%q): a backslash in the text", sql)
+		}
 		p, ok := Parameterize(sql)
 		if !ok {
 			return
+		}
+		if strings.Contains(sql, "\\") {
+			t.Fatalf("Parameterize(%q): a backslash in the text", sql)
 		}
 		if len(p.Text) != len(sql) || len(p.Values) != len(p.Types) {
 			t.Fatalf("Parameterize(%q) = %q with %d values, %d types", sql, p.Text, len(p.Values), len(p.Types))

@@ -52,7 +52,8 @@ type client struct {
 	stmts           map[string]*prepStmt
 	unnamed         *prepStmt
 	auto            autoRun // the simple query being run as a prepared statement (auto_prepare)
-	retryBatch      bool    // a stale auto-prepared statement reruns the extended batch, not c.auto
+	ap              autoSession
+	retryBatch      bool // a stale auto-prepared statement reruns the extended batch, not c.auto
 
 	mu  sync.Mutex  // guards cur, which cancel requests read
 	cur *serverConn // the server connection in use, if any
@@ -96,8 +97,9 @@ type prepStmt struct {
 	paramTypes []byte // Parse's parameter-type section, verbatim
 	internal   string // its name on server connections
 	res        classify.Result
-	local      bool // SET/SHOW meridian.*: answered by the proxy, never prepared on a server
-	auto       bool // the unnamed statement, run under internal on the server (auto_prepare)
+	local      bool       // SET/SHOW meridian.*: answered by the proxy, never prepared on a server
+	auto       bool       // the unnamed statement, run under internal on the server (auto_prepare)
+	entry      *autoEntry // with auto: its auto_prepare entry
 }
 
 func newClient(p *Proxy, conn net.Conn) *client {
@@ -883,6 +885,9 @@ func (c *client) execute(sc *serverConn, res classify.Result) error {
 		out, err = c.relay(sc)
 	}
 	c.p.metrics.observeQuery(c.timedRead, time.Since(start))
+	if err == nil {
+		c.afterAuto(out, time.Since(start))
+	}
 	if errors.Is(err, errServerFatal) {
 		return c.endAfterLostServer(nil)
 	}

@@ -71,8 +71,10 @@ type Config struct {
 	// WriteFunctions are extra functions whose calls must run on the primary (name or schema.name).
 	WriteFunctions []string `yaml:"write_functions"`
 	// AutoPrepare runs simple queries that hold one plannable statement as prepared statements, with
-	// their numeric literals as parameters, once the same text (literals aside) has been seen
-	// AutoPrepareThreshold times (default true, 2).
+	// some numeric literals as parameters, once the same text (literals aside) has been seen
+	// AutoPrepareThreshold times (default false, 2). Off by default: it changes what the server
+	// sees (pg_stat_activity, log_statement) and, within the limits docs/proxy.md lists, when
+	// PostgreSQL decides things (see autoprep.go).
 	AutoPrepare          bool `yaml:"auto_prepare"`
 	AutoPrepareThreshold int  `yaml:"auto_prepare_threshold"`
 	// MaxMessageSize bounds one protocol message from a client or server (default 256 MiB).
@@ -197,7 +199,7 @@ func DefaultConfig() Config {
 		MonitorUser:          "postgres",
 		MonitorDatabase:      "postgres",
 		MaxMessageSize:       256 << 20,
-		AutoPrepare:          true,
+		AutoPrepare:          false,
 		AutoPrepareThreshold: 2,
 		LagSampleInterval:    100 * time.Millisecond,
 		MaxReplicaLag:        30 * time.Second,

@@ -217,6 +217,9 @@ func (c *client) writeItems(sc *serverConn, retryable, again bool) {
 	skipping := c.skipping
 	defer func() { c.skipping = skipping }()
 	parsedUnnamed := false
+	if !again {
+		c.ap.timed, c.ap.binds = nil, 0
+	}
 	for i := range c.items {
 		it := &c.items[i]
 		raw := c.arena[it.off:it.end]
@@ -250,6 +253,9 @@ func (c *client) writeItems(sc *serverConn, retryable, again bool) {
 				}
 				continue
 			}
+			if c.p.cfg.AutoPrepare {
+				c.noteCatalog(it.sql)
+			}
 			if _, dup := c.stmts[it.name]; dup {
 				c.steps = append(c.steps, step{kind: stepSynthError, err: newError(codeDuplicatePrepared,
 					"prepared statement \"%s\" already exists", it.name)})
@@ -278,6 +284,8 @@ func (c *client) writeItems(sc *serverConn, retryable, again bool) {
 			named := it.name != "" || ps.auto // runs under ps.internal on the server
 			if ps.auto && it.name == "" {
 				c.p.metrics.autoExecuted.Inc()
+				c.ap.timed = ps.entry
+				c.ap.binds++
 			}
 			c.ensurePrepared(sc, ps, !named, &parsedUnnamed)
 			if !named {

@@ -42,6 +42,7 @@ type metrics struct {
 	pins                *prometheus.CounterVec
 	autoPrepared        prometheus.Counter // auto_prepare: statements prepared on a server connection
 	autoExecuted        prometheus.Counter // auto_prepare: simple queries run as prepared statements
+	autoDisabled        prometheus.Counter // auto_prepare: texts no longer prepared (plan guard, rule rewrite)
 	autoReplanned       prometheus.Counter // prepared statements closed and prepared again after a schema change
 	poolWait            prometheus.Histogram
 	replicaLag          *prometheus.GaugeVec
@@ -108,9 +109,10 @@ func newMetrics(p *Proxy) *metrics {
 		}
 	}
 	autoPrepare := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meridian_proxy_auto_prepare_total",
-		Help: "Automatic preparation of simple queries (auto_prepare), by event: prepared (a Parse sent to a server connection), executed (a simple query or an execution of the unnamed statement run as a statement the proxy prepared), replanned (a statement closed and prepared again because its result columns changed)."},
+		Help: "Automatic preparation of simple queries (auto_prepare), by event: prepared (a Parse sent to a server connection), executed (a simple query or an execution of the unnamed statement run as a statement the proxy prepared), replanned (a statement closed and prepared again because its result columns changed), disabled (a text run as sent from then on: its prepared executions were much slower than its first ones, or it returned rows the extended protocol would send without a description)."},
 		[]string{"event"})
 	m.autoPrepared, m.autoExecuted, m.autoReplanned = autoPrepare.WithLabelValues("prepared"), autoPrepare.WithLabelValues("executed"), autoPrepare.WithLabelValues("replanned")
+	m.autoDisabled = autoPrepare.WithLabelValues("disabled")
 	reg.MustRegister(autoPrepare)
 	m.reloads.WithLabelValues("ok")
 	m.reloads.WithLabelValues("error")

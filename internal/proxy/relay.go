@@ -49,6 +49,7 @@ type relayResult struct {
 	committed bool // a CommandComplete "COMMIT" was seen
 	code      string
 	retry     bool // the auto-prepared statement was stale: nothing was relayed, run it again (see writeAuto)
+	rowDesc   bool // a RowDescription was relayed (see autoSession.watch)
 }
 
 // relay forwards the server's answers to the client following c.steps. It returns a *pgError with
@@ -243,6 +244,8 @@ func (c *client) relay(sc *serverConn) (relayResult, error) {
 			if string(msg[5:len(msg)-1]) == "COMMIT" {
 				res.committed = true
 			}
+		case msgRowDescription:
+			res.rowDesc = true
 		}
 		if !swallow && !(st.kind == stepRowDesc && typ == msgNoData) {
 			_, _ = c.wr.Write(msg)

@@ -80,7 +80,7 @@ func TestParseConfigErrorsNameTheKey(t *testing.T) {
 		})
 	}
 	cfg, err := ParseConfig([]byte("region: r\nnodes: [{name: a, address: 'h:1', region: r}]\nserver_password: ${MERIDIAN_TEST_PW}\n"))
-	if err != nil || cfg.PoolSize != 20 || cfg.PollInterval != time.Second || !cfg.AutoPrepare || cfg.AutoPrepareThreshold != 2 {
+	if err != nil || cfg.PoolSize != 20 || cfg.PollInterval != time.Second || cfg.AutoPrepare || cfg.AutoPrepareThreshold != 2 {
 		t.Fatalf("defaults: %+v, %v", cfg, err)
 	}
 }

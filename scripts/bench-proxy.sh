@@ -391,7 +391,7 @@ if [ -n "$BASELINE_REV$BASELINE_BIN" ] && ((BAR_ROUNDS > 0)) && want meridian &&
     BASELINE_BIN="$WORK/bin/meridian-baseline"
     mkdir -p "$WORK/baseline-src"
     if ! { git -C "$top" archive "$baseline_sha" | tar -x -C "$WORK/baseline-src"; } >"$WORK/logs/baseline-build.log" 2>&1 ||
-      ! (cd "$WORK/baseline-src" && "$GO" build -trimpath \
+      ! (cd "$WORK/baseline-src" && "$GO" build \
         -ldflags "-X github.com/meridiandb/meridian/internal/buildinfo.version=$BASELINE_REV -X github.com/meridiandb/meridian/internal/buildinfo.commit=${baseline_sha:0:7}" \
         -o "$BASELINE_BIN" ./cmd/meridian) >>"$WORK/logs/baseline-build.log" 2>&1; then
       first=$(grep -m1 -E '\.go:[0-9]+|^go: |cannot|error|fatal' "$WORK/logs/baseline-build.log" || true)
@@ -956,7 +956,7 @@ fmt2() { awk -v v="$1" 'BEGIN {printf "%.2f", v}'; }
   echo "# Meridian proxy vs PgBouncer vs Pgpool-II (pgbench)"
   echo
   echo "- date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
-  echo "- command: \`make bench-proxy\` (BENCH_DURATION=$DURATION BENCH_CLIENTS=\"$CLIENTS\" BENCH_MODES=\"$MODES\" BENCH_SCALE=$SCALE BENCH_POOL_SIZE=$POOL_SIZE BENCH_IDLE_CONNS=$IDLE_CONNS BENCH_PGPOOL_MODE=$PGPOOL_MODE)"
+  echo "- command: \`make bench-proxy\` (BENCH_DURATION=$DURATION BENCH_CLIENTS=\"$CLIENTS\" BENCH_MODES=\"$MODES\" BENCH_SCALE=$SCALE BENCH_POOL_SIZE=$POOL_SIZE BENCH_IDLE_CONNS=$IDLE_CONNS BENCH_PGPOOL_MODE=$PGPOOL_MODE BENCH_BAR_ROUNDS=$BAR_ROUNDS BENCH_BAR_DURATION=$BAR_DURATION BENCH_BAR_CLIENTS=$BAR_CLIENTS BENCH_BAR_AUTOPREP=$BAR_AUTOPREP BENCH_BASELINE_REV=\"$BASELINE_REV\")"
   echo "- machine: $(nproc) CPUs ($cpu), $mem RAM, $os, kernel $(uname -r); load average (1/5/15 min) $LOAD_START before the pgbench runs, $LOAD_END after (everything, pgbench included, shares these CPUs: a load above ~2 before the runs means something else was running); CPU time stolen by the hypervisor during the runs: $STEAL"
   echo "- software: $ver_pg; $ver_bouncer; $ver_pgpool; $ver_meridian (tree $ver_git)$ver_baseline"
   echo "- servers: one primary and one streaming replica (pg_basebackup -R), max_connections 300, shared_buffers 256MB, synchronous_commit $SYNC_COMMIT, trust auth on 127.0.0.1; pgbench scale $SCALE"
@@ -1053,10 +1053,13 @@ fmt2() { awk -v v="$1" 'BEGIN {printf "%.2f", v}'; }
       med=$(echo "${BARR[transparent|$mode]}" | awk '{n = 0; for (i = 1; i + 2 <= NF; i += 3) q[++n] = $i + 0
         for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (q[j] < q[i]) { t = q[i]; q[i] = q[j]; q[j] = t }
         printf "%.3f", (n % 2) ? q[(n + 1) / 2] : (q[n / 2] + q[n / 2 + 1]) / 2}')
-      verdict=$(awk -v m="$med" -v b="$BASELINE_BAR" 'BEGIN {print (m >= b) ? "met" : "NOT met"}')
-      note=""
-      [ "${AP_EXEC[meridian]:-n/a}" = 0 ] || note=" — but the default configuration ran with auto_prepare on (or unknown: ${AP_EXEC[meridian]:-n/a} queries prepared by the proxy), so this is not the transparent configuration"
-      echo "- -M $mode: transparent configuration vs the ${BASELINE_REV:-baseline} build with auto_prepare off: median **$med** (bar: ≥ $BASELINE_BAR): $verdict$note"
+      verdict=$(awk -v m="$med" -v b="$BASELINE_BAR" 'BEGIN {print (m >= b) ? "**met**" : "**NOT met**"}')
+      case ${AP_EXEC[meridian]:-n/a} in
+      0) ;;
+      n/a) verdict+=" (whether the default configuration ran with auto_prepare off is unknown: no meridian_proxy_auto_prepare_total counter)" ;;
+      *) verdict="not judged: this build's default configuration ran with auto_prepare on (${AP_EXEC[meridian]} queries run as statements the proxy prepared), so it is not the transparent configuration (median $verdict)" ;;
+      esac
+      echo "- -M $mode: transparent configuration vs the ${BASELINE_REV:-baseline} build with auto_prepare off: median **$med** (bar: ≥ $BASELINE_BAR): $verdict"
     done
     echo
   fi

@@ -1057,7 +1057,7 @@ fmt2() { awk -v v="$1" 'BEGIN {printf "%.2f", v}'; }
       case ${AP_EXEC[meridian]:-n/a} in
       0) ;;
       n/a) verdict+=" (whether the default configuration ran with auto_prepare off is unknown: no meridian_proxy_auto_prepare_total counter)" ;;
-      *) verdict="not judged: this build's default configuration ran with auto_prepare on (${AP_EXEC[meridian]} queries run as statements the proxy prepared), so it is not the transparent configuration (median $verdict)" ;;
+      *) verdict="not judged: this build's default configuration ran with auto_prepare on (${AP_EXEC[meridian]} queries run as statements the proxy prepared), so it is not the transparent configuration (by the numbers alone: ${verdict//\*/})" ;;
       esac
       echo "- -M $mode: transparent configuration vs the ${BASELINE_REV:-baseline} build with auto_prepare off: median **$med** (bar: ≥ $BASELINE_BAR): $verdict"
     done

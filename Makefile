@@ -66,10 +66,12 @@ bench:
 clean:
 	rm -rf bin
 
-## bench-proxy: pgbench through direct PostgreSQL, `meridian proxy`, PgBouncer and Pgpool-II, plus pooler
-## memory with 10,000 idle clients; prints a Markdown report and saves it under bench-results/ (run as
-## root on a fresh Debian/Ubuntu machine: installs PostgreSQL, pgbouncer and pgpool2 if missing;
-## BENCH_DURATION, BENCH_CLIENTS, ... : see scripts/bench-proxy.sh)
+## bench-proxy: pgbench through direct PostgreSQL, `meridian proxy` (default configuration), PgBouncer and
+## Pgpool-II, then bar rounds (select-only, 16 clients) of Meridian default vs PgBouncer, vs Meridian with
+## auto_prepare on, vs the e04db26 build with auto_prepare off (BENCH_BASELINE_REV) and vs the epoll relay,
+## plus pooler memory with 10,000 idle clients; prints a Markdown report and saves it under bench-results/
+## (run as root on a fresh Debian/Ubuntu machine: installs PostgreSQL, pgbouncer and pgpool2 if missing;
+## BENCH_DURATION, BENCH_CLIENTS, BENCH_BAR_ROUNDS, ... : see scripts/bench-proxy.sh and docs/benchmarks.md)
 bench-proxy:
 	@scripts/bench-proxy.sh
 

@@ -42,15 +42,30 @@
 #   BENCH_MERIDIAN_BIN [<repo>/bin/meridian]  the meridian binary to run (implies nothing about building)
 #   BENCH_WARMUP [3]  seconds of untimed select-only load through each target before the runs
 #   BENCH_BAR_ROUNDS [5]  after the table: rounds of select-only at BENCH_BAR_CLIENTS [16] clients
-#       through Meridian and PgBouncer, BENCH_BAR_DURATION [5] seconds each, the order swapped every
-#       round; the median of the per-round ratios is the bar's verdict (0 skips them). One 10 s run
-#       per cell is at the mercy of this shared machine's drift (±15 % seen); the rounds are not.
-#   BENCH_BAR_RELAY [1]  also run the bar rounds through the epoll relay (scripts/bench/epollrelay,
-#       internal/benchrelay): an event loop reduced to copying bytes, in front of the primary — the
-#       yardstick of what any Go proxy could do here. "relay" in BENCH_TARGETS adds it to the table.
-#   BENCH_BAR_PLAIN [1]  also run the bar rounds through a second Meridian proxy with auto_prepare on (the option; the table runs the default, off)
-#       (simple queries relayed as they are, as PgBouncer does), to show what automatic preparation gives.
-#   The Meridian proxy of the table runs its default configuration (auto_prepare off since issue 13).
+#       through every bar contender below, BENCH_BAR_DURATION [5] seconds each, the order rotated every
+#       round; each verdict is the median of the per-round ratios (0 skips them). One 10 s run per cell
+#       is at the mercy of this shared machine's drift (±15 % seen); ratios from the same rounds are not.
+#   The bar contenders, each its own process on 127.0.0.1 and all in the same rounds:
+#     meridian   the Meridian proxy of the table: this tree's build, its DEFAULT configuration (the
+#                YAML does not set auto_prepare; the report says what the build did, from its
+#                meridian_proxy_auto_prepare_total metric) — the transparent configuration
+#     pgbouncer  PgBouncer, transaction mode — the bar: meridian / pgbouncer ≥ 1.0
+#     autoprep   BENCH_BAR_AUTOPREP [1]: a second proxy of this build with `auto_prepare: true`, to
+#                show what automatic preparation adds (autoprep / pgbouncer and autoprep / meridian).
+#                BENCH_BAR_PLAIN, its former name (then a proxy with auto_prepare off), is still read
+#                as its default: BENCH_BAR_PLAIN=0 leaves it out.
+#     baseline   BENCH_BASELINE_REV [e04db26]: that revision's cmd/meridian (the build before the
+#                hardening work), built from `git archive` into the temporary directory (or
+#                BENCH_BASELINE_BIN, a binary built already), run with this build's configuration
+#                plus an explicit `auto_prepare: false` (its default was true). The safety must not
+#                cost speed: meridian / baseline ≥ 0.95 in the median. BENCH_BASELINE_REV="" leaves
+#                it out.
+#     relay      BENCH_BAR_RELAY [1]: the epoll relay (scripts/bench/epollrelay, internal/benchrelay),
+#                an event loop reduced to copying bytes, in front of the primary — the yardstick of
+#                what any Go proxy could do here. "relay" in BENCH_TARGETS adds it to the table.
+#   Every Meridian configuration written here has explicit auth rules trusting 127.0.0.1 (pgbench and
+#   the idle clients log in as postgres without a password, as they do through PgBouncer's
+#   auth_type trust): the result does not depend on the proxy's default rules.
 set -euo pipefail
 
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -75,7 +90,10 @@ BAR_ROUNDS=${BENCH_BAR_ROUNDS:-5}
 BAR_DURATION=${BENCH_BAR_DURATION:-5}
 BAR_CLIENTS=${BENCH_BAR_CLIENTS:-16}
 BAR_RELAY=${BENCH_BAR_RELAY:-1}
-BAR_PLAIN=${BENCH_BAR_PLAIN:-1}
+BAR_AUTOPREP=${BENCH_BAR_AUTOPREP:-${BENCH_BAR_PLAIN:-1}}
+BASELINE_REV=${BENCH_BASELINE_REV-e04db26}
+BASELINE_BIN=${BENCH_BASELINE_BIN:-}
+BASELINE_BAR=0.95 # the transparent configuration's TPS / the baseline build's, median of the rounds
 export PATH="$PATH:/usr/sbin:/sbin"
 export LC_ALL=C
 
@@ -93,6 +111,7 @@ for m in $MODES; do [[ $m =~ ^(simple|extended|prepared)$ ]] || die "BENCH_MODES
 for s in $SCRIPTS; do [[ $s =~ ^(select-only|tpcb-like)$ ]] || die "BENCH_SCRIPTS: unknown script '$s'"; done
 for t in $TARGETS; do [[ $t =~ ^(direct|meridian|pgbouncer|pgpool|relay)$ ]] || die "BENCH_TARGETS: unknown target '$t'"; done
 [[ $BAR_RELAY =~ ^[01]$ ]] || die "BENCH_BAR_RELAY must be 0 or 1"
+[[ $BAR_AUTOPREP =~ ^[01]$ ]] || die "BENCH_BAR_AUTOPREP (or BENCH_BAR_PLAIN) must be 0 or 1"
 [[ $PGPOOL_MODE =~ ^(streaming_replication|raw)$ ]] || die "BENCH_PGPOOL_MODE must be streaming_replication or raw"
 want() { [[ " $TARGETS " == *" $1 "* ]]; }
 max_clients=0
@@ -354,6 +373,36 @@ if want meridian; then
   [ -z "$MERIDIAN_REASON" ] || log "meridian proxy: $MERIDIAN_REASON"
 fi
 
+# The baseline build for the bar rounds: BENCH_BASELINE_REV's cmd/meridian, built from `git archive`
+# (no worktree to clean up: the sources live in $WORK, removed with it on exit, error or Ctrl-C).
+BASELINE_REASON=""
+BASELINE_DESC=""
+if [ -n "$BASELINE_REV$BASELINE_BIN" ] && ((BAR_ROUNDS > 0)) && want meridian && want pgbouncer; then
+  if [ -n "$BASELINE_BIN" ]; then
+    BASELINE_DESC="binary $BASELINE_BIN${BASELINE_REV:+ (given as revision $BASELINE_REV)}"
+    if [ ! -x "$BASELINE_BIN" ] || ! "$BASELINE_BIN" proxy --help >/dev/null 2>&1; then
+      BASELINE_REASON="BENCH_BASELINE_BIN=$BASELINE_BIN is not a meridian binary with a proxy command"
+    fi
+  elif ! baseline_sha=$(git -C "$top" rev-parse --verify --quiet "$BASELINE_REV^{commit}"); then
+    BASELINE_REASON="BENCH_BASELINE_REV=$BASELINE_REV is not a commit of $top"
+  else
+    BASELINE_DESC="$BASELINE_REV (${baseline_sha:0:12})"
+    log "building the baseline: cmd/meridian at $BASELINE_DESC..."
+    BASELINE_BIN="$WORK/bin/meridian-baseline"
+    mkdir -p "$WORK/baseline-src"
+    if ! { git -C "$top" archive "$baseline_sha" | tar -x -C "$WORK/baseline-src"; } >"$WORK/logs/baseline-build.log" 2>&1 ||
+      ! (cd "$WORK/baseline-src" && "$GO" build \
+        -ldflags "-X github.com/meridiandb/meridian/internal/buildinfo.version=$BASELINE_REV -X github.com/meridiandb/meridian/internal/buildinfo.commit=${baseline_sha:0:7}" \
+        -o "$BASELINE_BIN" ./cmd/meridian) >>"$WORK/logs/baseline-build.log" 2>&1; then
+      first=$(grep -m1 -E '\.go:[0-9]+|^go: |cannot|error|fatal' "$WORK/logs/baseline-build.log" || true)
+      BASELINE_REASON="could not build $BASELINE_REV: ${first:-see $WORK/logs/baseline-build.log}"
+      BASELINE_REASON=${BASELINE_REASON:0:200}
+    fi
+    rm -rf "$WORK/baseline-src"
+  fi
+  [ -z "$BASELINE_REASON" ] || log "baseline: $BASELINE_REASON (the bar rounds run without it)"
+fi
+
 RELAY_REASON=""
 if want relay || ((BAR_RELAY == 1 && BAR_ROUNDS > 0)); then
   if ! (cd "$top" && "$GO" build -o "$WORK/bin/epollrelay" ./scripts/bench/epollrelay) >"$WORK/logs/epollrelay-build.log" 2>&1; then
@@ -390,9 +439,13 @@ P_MERIDIAN_HTTP=$REPLY
 pick_port
 P_RELAY=$REPLY
 pick_port
-P_PLAIN=$REPLY
+P_AUTOPREP=$REPLY
 pick_port
-P_PLAIN_HTTP=$REPLY
+P_AUTOPREP_HTTP=$REPLY
+pick_port
+P_BASE=$REPLY
+pick_port
+P_BASE_HTTP=$REPLY
 
 log "initdb + primary on 127.0.0.1:$P_PRIMARY"
 "${AS_PG[@]}" "$BINDIR/initdb" -D "$WORK/pg/primary" -U postgres -A trust -E UTF8 --locale=C >"$WORK/logs/initdb.log" 2>&1 ||
@@ -570,42 +623,69 @@ EOF
   wait_sql Pgpool-II "$REPLY" "$P_PGPOOL" bench 60 "$WORK/logs/pgpool.log" || UNAVAILABLE[pgpool]="failed to start (see its log)"
 fi
 
-if want meridian; then
-  if [ -n "$MERIDIAN_REASON" ]; then
-    UNAVAILABLE[meridian]=$MERIDIAN_REASON
-  else
-    log "Meridian proxy on 127.0.0.1:$P_MERIDIAN (transaction mode, pool $POOL_SIZE; reads → replica, writes → primary)"
-    cat >"$WORK/meridian/proxy.yaml" <<EOF
-listen: 127.0.0.1:$P_MERIDIAN
+# meridian_config FILE PORT HTTP_PORT [LINE...] — the configuration every Meridian contender runs with;
+# the LINEs are appended (auto_prepare for the second proxy and the baseline, nothing for the default).
+meridian_config() {
+  local f=$1 port=$2 http=$3 l
+  shift 3
+  {
+    cat <<EOF
+listen: 127.0.0.1:$port
 region: us-east-1
 pool_mode: transaction
 pool_size: $POOL_SIZE
 max_client_conn: $((IDLE_CONNS + 100 > 1000 ? IDLE_CONNS + 100 : 1000))
-http_listen: 127.0.0.1:$P_MERIDIAN_HTTP
+http_listen: 127.0.0.1:$http
+# pgbench and the idle clients log in from 127.0.0.1 as postgres without a password, as through
+# PgBouncer (auth_type trust) and Pgpool-II; explicit, so that the proxy's default rules do not matter.
+auth:
+  rules:
+    - {address: 127.0.0.1/32, method: trust}
+    - {address: "::1/128", method: trust}
 nodes:
   - {name: east-a, address: 127.0.0.1:$P_PRIMARY, region: us-east-1}
   - {name: east-b, address: 127.0.0.1:$P_REPLICA, region: us-east-1}
 EOF
-    start meridian TERM "$WORK/logs/meridian.log" "$MERIDIAN" proxy --config "$WORK/meridian/proxy.yaml"
-    PID_OF[meridian]=$REPLY
-    PORT_OF[meridian]=$P_MERIDIAN
-    if ! wait_sql "Meridian proxy" "$REPLY" "$P_MERIDIAN" bench 30 "$WORK/logs/meridian.log"; then
-      UNAVAILABLE[meridian]="failed to start: $(tail -n 1 "$WORK/logs/meridian.log" | cut -c1-160)"
-      stop_one "$REPLY"
-    fi
+    for l in "$@"; do echo "$l"; done
+  } >"$f"
+}
+
+# start_meridian NAME BINARY PORT HTTP_PORT DESCRIPTION [LINE...] — one Meridian contender; on failure
+# UNAVAILABLE[NAME] says why.
+declare -A HTTP_OF=()
+start_meridian() {
+  local name=$1 bin=$2 port=$3 http=$4 desc=$5
+  shift 5
+  meridian_config "$WORK/meridian/$name.yaml" "$port" "$http" "$@"
+  log "$desc on 127.0.0.1:$port (transaction mode, pool $POOL_SIZE; reads → replica, writes → primary)"
+  start "$name" TERM "$WORK/logs/$name.log" "$bin" proxy --config "$WORK/meridian/$name.yaml"
+  PID_OF[$name]=$REPLY
+  PORT_OF[$name]=$port
+  HTTP_OF[$name]=$http
+  if ! wait_sql "$desc" "$REPLY" "$port" bench 30 "$WORK/logs/$name.log"; then
+    UNAVAILABLE[$name]="failed to start: $(tail -n 1 "$WORK/logs/$name.log" | cut -c1-160)"
+    stop_one "$REPLY"
   fi
-  if ((BAR_PLAIN == 1 && BAR_ROUNDS > 0)) && [ -z "${UNAVAILABLE[meridian]:-}" ]; then
-    log "Meridian proxy with auto_prepare on on 127.0.0.1:$P_PLAIN (for the bar rounds)"
-    sed -e "s/^listen: .*/listen: 127.0.0.1:$P_PLAIN/" -e "s/^http_listen: .*/http_listen: 127.0.0.1:$P_PLAIN_HTTP/" \
-      "$WORK/meridian/proxy.yaml" >"$WORK/meridian/proxy-plain.yaml"
-    echo "auto_prepare: true" >>"$WORK/meridian/proxy-plain.yaml"
-    start plain TERM "$WORK/logs/meridian-plain.log" "$MERIDIAN" proxy --config "$WORK/meridian/proxy-plain.yaml"
-    PID_OF[plain]=$REPLY
-    PORT_OF[plain]=$P_PLAIN
-    wait_sql "Meridian proxy (auto_prepare on)" "$REPLY" "$P_PLAIN" bench 30 "$WORK/logs/meridian-plain.log" ||
-      UNAVAILABLE[plain]="failed to start (see its log)"
+}
+
+if want meridian; then
+  if [ -n "$MERIDIAN_REASON" ]; then
+    UNAVAILABLE[meridian]=$MERIDIAN_REASON
   else
-    UNAVAILABLE[plain]="not asked for"
+    # The default configuration: auto_prepare is whatever this build defaults to.
+    start_meridian meridian "$MERIDIAN" "$P_MERIDIAN" "$P_MERIDIAN_HTTP" "Meridian proxy (default configuration)"
+  fi
+  if ((BAR_AUTOPREP == 1 && BAR_ROUNDS > 0)) && [ -z "${UNAVAILABLE[meridian]:-}" ]; then
+    start_meridian autoprep "$MERIDIAN" "$P_AUTOPREP" "$P_AUTOPREP_HTTP" "Meridian proxy with auto_prepare on (bar rounds)" \
+      "auto_prepare: true"
+  else
+    UNAVAILABLE[autoprep]="not asked for"
+  fi
+  if [ -n "$BASELINE_BIN" ] && [ -z "$BASELINE_REASON" ] && ((BAR_ROUNDS > 0)) && [ -z "${UNAVAILABLE[meridian]:-}" ]; then
+    start_meridian baseline "$BASELINE_BIN" "$P_BASE" "$P_BASE_HTTP" "Meridian $BASELINE_REV build with auto_prepare off (bar rounds)" \
+      "auto_prepare: false"
+  else
+    UNAVAILABLE[baseline]=${BASELINE_REASON:-not asked for}
   fi
 fi
 
@@ -617,6 +697,8 @@ LABELS_meridian="Meridian proxy"
 LABELS_pgbouncer="PgBouncer"
 LABELS_pgpool="Pgpool-II"
 LABELS_relay="epoll relay (yardstick)"
+LABELS_autoprep="Meridian proxy, auto_prepare on"
+LABELS_baseline="Meridian ${BASELINE_REV:-baseline} build, auto_prepare off"
 label() { local v="LABELS_$1"; echo "${!v}"; }
 
 statements() { # port → statements run in database bench since the last reset_statements
@@ -709,10 +791,19 @@ for mode in $MODES; do
   done
 done
 
-# The bar (Meridian ≥ PgBouncer, select-only, 16 clients) from rounds in alternating order.
-declare -A BAR=()       # mode → "ratio meridian_tps pgbouncer_tps" per round, space-separated triples
-declare -A BAR_YARD=()  # mode → the same for the epoll relay against PgBouncer
-declare -A BAR_PLAINR=() # mode → the same for Meridian with auto_prepare on
+# The bar rounds: select-only at BAR_CLIENTS clients through every bar contender, the order rotated
+# every round. BAR_PAIRS lists the ratios reported: "key contender reference bar" (bar "-" = none).
+declare -A BARR=()  # "key|mode" → "ratio contender_tps reference_tps " per round
+BAR_PAIRS=(
+  "default meridian pgbouncer 1.0"
+  "autoprep autoprep pgbouncer -"
+  "adds autoprep meridian -"
+  "transparent meridian baseline $BASELINE_BAR"
+  "baseline baseline pgbouncer -"
+  "relay relay pgbouncer -"
+)
+declare -A AP_EXEC=()  # Meridian contender → simple queries its proxy ran as statements it prepared
+bar_targets=()
 if ((BAR_ROUNDS > 0)) && want meridian && want pgbouncer && [ -z "${UNAVAILABLE[meridian]:-}" ] && [ -z "${UNAVAILABLE[pgbouncer]:-}" ]; then
   bar_tps() { # target mode → tps of one select-only run
     local out
@@ -721,33 +812,57 @@ if ((BAR_ROUNDS > 0)) && want meridian && want pgbouncer && [ -z "${UNAVAILABLE[
     echo "$out" | sed -n 's/^tps = \([0-9.]*\) (without initial connection time)$/\1/p'
   }
   bar_targets=(meridian pgbouncer)
-  if [ -z "${UNAVAILABLE[plain]:-}" ]; then bar_targets+=(plain); fi
-  if ((BAR_RELAY == 1)) && [ -z "${UNAVAILABLE[relay]:-}" ]; then bar_targets+=(relay); fi
+  for t in autoprep baseline relay; do
+    [ "$t" != relay ] || ((BAR_RELAY == 1)) || continue
+    if [ -n "${PORT_OF[$t]:-}" ] && [ -z "${UNAVAILABLE[$t]:-}" ]; then bar_targets+=("$t"); fi
+  done
+  # The contenders that are not in the table get the table's warm-up now.
+  if ((WARMUP > 0)); then
+    for t in "${bar_targets[@]}"; do
+      ! want "$t" || continue
+      log "warm-up: ${WARMUP}s of select-only through $(label "$t")"
+      "$BINDIR/pgbench" -h 127.0.0.1 -p "${PORT_OF[$t]}" -U postgres -n -S -c "$BAR_CLIENTS" -j $((BAR_CLIENTS < 2 ? BAR_CLIENTS : 2)) \
+        -T "$WARMUP" bench >"$WORK/logs/warmup-$t.log" 2>&1 || log "warning: warm-up through $t failed (see $WORK/logs/warmup-$t.log)"
+    done
+  fi
   n_bar=${#bar_targets[@]}
+  log "bar rounds: ${bar_targets[*]}; $BAR_ROUNDS rounds per protocol, ${BAR_DURATION}s each: about $(((BAR_ROUNDS * n_bar * (BAR_DURATION + 1) * $(wc -w <<<"$MODES")) / 60 + 1)) min"
   for mode in $MODES; do
     for ((r = 1; r <= BAR_ROUNDS; r++)); do
       order=""
       for ((i = 0; i < n_bar; i++)); do order+="${bar_targets[$(((i + r - 1) % n_bar))]} "; done
       declare -A got=()
       for t in $order; do got[$t]=$(bar_tps "$t" "$mode"); done
-      q=$(ratio "${got[meridian]}" "${got[pgbouncer]}")
-      BAR[$mode]+="$q ${got[meridian]} ${got[pgbouncer]} "
-      line="bar -M $mode round $r/$BAR_ROUNDS (${order% }): Meridian ${got[meridian]} tps, PgBouncer ${got[pgbouncer]} tps, ratio $q"
-      if [ -n "${got[plain]:-}" ]; then
-        y=$(ratio "${got[plain]}" "${got[pgbouncer]}")
-        BAR_PLAINR[$mode]+="$y ${got[plain]} ${got[pgbouncer]} "
-        line+="; Meridian auto_prepare on ${got[plain]} tps, ratio $y"
-      fi
-      if [ -n "${got[relay]:-}" ]; then
-        y=$(ratio "${got[relay]}" "${got[pgbouncer]}")
-        BAR_YARD[$mode]+="$y ${got[relay]} ${got[pgbouncer]} "
-        line+="; epoll relay ${got[relay]} tps, ratio $y"
-      fi
+      line="bar -M $mode round $r/$BAR_ROUNDS (${order% }):"
+      for t in "${bar_targets[@]}"; do line+=" $t ${got[$t]:-?}"; done
+      line+=" tps;"
+      for pair in "${BAR_PAIRS[@]}"; do
+        read -r key a b _ <<<"$pair"
+        [ -n "${got[$a]:-}" ] && [ -n "${got[$b]:-}" ] || continue
+        q=$(ratio "${got[$a]}" "${got[$b]}")
+        BARR[$key|$mode]+="$q ${got[$a]} ${got[$b]} "
+        line+=" $a/$b $q"
+      done
       log "$line"
       unset got
     done
   done
 fi
+# What auto_prepare did in each Meridian proxy, from its own counter (the configuration of the default
+# proxy does not set it, so this is how the report knows).
+for t in meridian autoprep baseline; do
+  [ -n "${HTTP_OF[$t]:-}" ] && [ -z "${UNAVAILABLE[$t]:-}" ] || continue
+  AP_EXEC[$t]=$(curl -fsS --max-time 10 "http://127.0.0.1:${HTTP_OF[$t]}/metrics" 2>/dev/null |
+    awk '/^meridian_proxy_auto_prepare_total\{event="executed"\}/ {printf "%.0f", $2; f = 1} END {if (!f) print "n/a"}' || echo n/a)
+done
+ap_said() { # contender → what auto_prepare did, for the report
+  local n=${AP_EXEC[$1]:-n/a}
+  case $n in
+  n/a) echo "auto_prepare counter not available" ;;
+  0) echo "**auto_prepare off** in effect (0 queries run as statements the proxy prepared)" ;;
+  *) echo "**auto_prepare on** in effect ($n queries run as statements the proxy prepared)" ;;
+  esac
+}
 
 LOAD_END=$(loadavg)
 # The share of CPU time the hypervisor gave to other guests while this machine wanted it (steal).
@@ -827,6 +942,8 @@ ver_pg=$("$BINDIR/postgres" --version)
 ver_bouncer=$(command -v pgbouncer >/dev/null && pgbouncer --version 2>/dev/null | head -n 1 || echo "not installed")
 ver_pgpool=$(command -v pgpool >/dev/null && pgpool --version 2>&1 | head -n 1 || echo "not installed")
 ver_meridian=$({ [ -x "$MERIDIAN" ] && "$MERIDIAN" version 2>/dev/null | head -n 1; } || echo "meridian not built")
+ver_baseline=""
+if [ -n "${PORT_OF[baseline]:-}" ]; then ver_baseline="; baseline $("$BASELINE_BIN" version 2>/dev/null | head -n 1 || true) from $BASELINE_DESC"; fi
 ver_git=$(git -C "$top" describe --tags --always --dirty 2>/dev/null || echo unknown)
 cpu=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
 mem=$(awk '/^MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)
@@ -839,12 +956,24 @@ fmt2() { awk -v v="$1" 'BEGIN {printf "%.2f", v}'; }
   echo "# Meridian proxy vs PgBouncer vs Pgpool-II (pgbench)"
   echo
   echo "- date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
-  echo "- command: \`make bench-proxy\` (BENCH_DURATION=$DURATION BENCH_CLIENTS=\"$CLIENTS\" BENCH_MODES=\"$MODES\" BENCH_SCALE=$SCALE BENCH_POOL_SIZE=$POOL_SIZE BENCH_IDLE_CONNS=$IDLE_CONNS BENCH_PGPOOL_MODE=$PGPOOL_MODE)"
+  echo "- command: \`make bench-proxy\` (BENCH_DURATION=$DURATION BENCH_CLIENTS=\"$CLIENTS\" BENCH_MODES=\"$MODES\" BENCH_SCALE=$SCALE BENCH_POOL_SIZE=$POOL_SIZE BENCH_IDLE_CONNS=$IDLE_CONNS BENCH_PGPOOL_MODE=$PGPOOL_MODE BENCH_BAR_ROUNDS=$BAR_ROUNDS BENCH_BAR_DURATION=$BAR_DURATION BENCH_BAR_CLIENTS=$BAR_CLIENTS BENCH_BAR_AUTOPREP=$BAR_AUTOPREP BENCH_BASELINE_REV=\"$BASELINE_REV\")"
   echo "- machine: $(nproc) CPUs ($cpu), $mem RAM, $os, kernel $(uname -r); load average (1/5/15 min) $LOAD_START before the pgbench runs, $LOAD_END after (everything, pgbench included, shares these CPUs: a load above ~2 before the runs means something else was running); CPU time stolen by the hypervisor during the runs: $STEAL"
-  echo "- software: $ver_pg; $ver_bouncer; $ver_pgpool; $ver_meridian (tree $ver_git)"
+  echo "- software: $ver_pg; $ver_bouncer; $ver_pgpool; $ver_meridian (tree $ver_git)$ver_baseline"
   echo "- servers: one primary and one streaming replica (pg_basebackup -R), max_connections 300, shared_buffers 256MB, synchronous_commit $SYNC_COMMIT, trust auth on 127.0.0.1; pgbench scale $SCALE"
   echo "- direct PostgreSQL: pgbench straight to the primary"
-  echo "- Meridian proxy: transaction pooling, pool_size $POOL_SIZE, both servers as nodes of its region (reads → replica, writes → primary)"
+  echo "- Meridian proxy: transaction pooling, pool_size $POOL_SIZE, both servers as nodes of its region (reads → replica, writes → primary), auth rules trusting 127.0.0.1 (as PgBouncer's auth_type trust)"
+  echo "- configuration measured (auto_prepare):"
+  if [ -n "${PORT_OF[meridian]:-}" ] && [ -z "${UNAVAILABLE[meridian]:-}" ]; then
+    echo "  - **Meridian proxy** (the table, and \"meridian\" in the bar rounds): this tree's build in its **default configuration** — auto_prepare not set, so the build's default: $(ap_said meridian)"
+  fi
+  if [ -n "${PORT_OF[autoprep]:-}" ]; then
+    echo "  - Meridian proxy, auto_prepare on (bar rounds only): the same build and configuration plus \`auto_prepare: true\` — $(ap_said autoprep)${UNAVAILABLE[autoprep]:+; ${UNAVAILABLE[autoprep]}}"
+  fi
+  if [ -n "${PORT_OF[baseline]:-}" ]; then
+    echo "  - Meridian $BASELINE_REV build (bar rounds only): cmd/meridian at $BASELINE_DESC, before the hardening work, with the same configuration plus \`auto_prepare: false\` (its default was true) — $(ap_said baseline)${UNAVAILABLE[baseline]:+; ${UNAVAILABLE[baseline]}}"
+  elif [ -n "$BASELINE_REV$BASELINE_BIN" ] && ((BAR_ROUNDS > 0)); then
+    echo "  - baseline build ${BASELINE_REV}: ${UNAVAILABLE[baseline]:-not run}"
+  fi
   echo "- PgBouncer: pool_mode transaction, default_pool_size $POOL_SIZE, max_client_conn $((IDLE_CONNS + 100 > 1000 ? IDLE_CONNS + 100 : 1000)), in front of the primary only"
   if [ "$PGPOOL_MODE" = raw ]; then
     echo "- Pgpool-II: raw mode in front of the primary only, num_init_children $PGPOOL_CHILDREN, max_pool 1 (connection cache on)"
@@ -885,23 +1014,52 @@ fmt2() { awk -v v="$1" 'BEGIN {printf "%.2f", v}'; }
     done
     echo
   done
-  if [ ${#BAR[@]} -gt 0 ]; then
-    echo "## The bar: Meridian ≥ PgBouncer, select-only, $BAR_CLIENTS clients"
+  if [ ${#BARR[@]} -gt 0 ]; then
+    echo "## The bar rounds: select-only, $BAR_CLIENTS clients"
     echo
-    echo "$BAR_ROUNDS rounds per protocol after the table, ${BAR_DURATION}s each, Meridian and PgBouncer back to back in an order rotated every round; the verdict is the median of the per-round ratios.${BAR_YARD[*]:+ The epoll relay (scripts/bench/epollrelay: an event loop reduced to copying bytes, one server connection per client, in front of the primary) ran in the same rounds as a yardstick of what any Go proxy could do here.}${BAR_PLAINR[*]:+ A second Meridian proxy with auto_prepare on (the option: repeated texts prepared once per server connection) ran in the same rounds.}"
+    echo "$BAR_ROUNDS rounds per protocol after the table, ${BAR_DURATION}s each, the contenders ($(for t in "${bar_targets[@]}"; do printf '%s; ' "$(label "$t")"; done | sed 's/; $//')) back to back in an order rotated every round; each verdict is the median of the per-round ratios, TPS of the contender / TPS of the reference in the same round."
+    echo "The bars: Meridian in its default configuration ≥ PgBouncer; and the safety must not cost speed, the default configuration ≥ $BASELINE_BAR × the ${BASELINE_REV:-baseline} build with auto_prepare off."
+    if [ -n "${PORT_OF[relay]:-}" ] && [ -z "${UNAVAILABLE[relay]:-}" ] && ((BAR_RELAY == 1)); then
+      echo "The epoll relay (scripts/bench/epollrelay: an event loop reduced to copying bytes, one server connection per client, in front of the primary) is the yardstick of what any Go proxy could do here."
+    fi
     echo
-    echo "| protocol | ratio per round (TPS / PgBouncer TPS) | median | min | max | verdict |"
-    echo "|---|---|---|---|---|---|"
+    echo "| protocol | contender | reference | ratio per round (contender TPS / reference TPS) | median | min | max | verdict |"
+    echo "|---|---|---|---|---|---|---|---|"
     for mode in $MODES; do
-      [ -n "${BAR[$mode]:-}" ] || continue
-      { echo "${BAR[$mode]}"; echo "${BAR_PLAINR[$mode]:-}"; echo "${BAR_YARD[$mode]:-}"; } | awk -v mode="$mode" 'NF > 0 {
-        what = (NR == 1) ? "Meridian (default: auto_prepare off), " mode : (NR == 2) ? "Meridian, auto_prepare on, " mode : "epoll relay (yardstick), " mode
-        n = 0; list = ""
-        for (i = 1; i + 2 <= NF; i += 3) { n++; q[n] = $i + 0; list = list sprintf("%s%.3f (%.0f / %.0f)", (n > 1 ? ", " : ""), $i, $(i + 1), $(i + 2)) }
+      for pair in "${BAR_PAIRS[@]}"; do
+        read -r key a b bar <<<"$pair"
+        [ -n "${BARR[$key|$mode]:-}" ] || continue
+        case $key in
+        default) what="**Meridian** (default configuration)" ;;
+        adds) what="Meridian, auto_prepare on — what auto_prepare adds" ;;
+        transparent) what="**Meridian** (default configuration) — the safety's cost" ;;
+        *) what=$(label "$a") ;;
+        esac
+        ref=$(label "$b")
+        [ "$key" != adds ] || ref="Meridian proxy (default configuration)"
+        echo "${BARR[$key|$mode]}" | awk -v mode="$mode" -v what="$what" -v ref="$ref" -v bar="$bar" 'NF > 0 {
+          n = 0; list = ""
+          for (i = 1; i + 2 <= NF; i += 3) { n++; q[n] = $i + 0; list = list sprintf("%s%.3f (%.0f / %.0f)", (n > 1 ? ", " : ""), $i, $(i + 1), $(i + 2)) }
+          for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (q[j] < q[i]) { t = q[i]; q[i] = q[j]; q[j] = t }
+          med = (n % 2) ? q[(n + 1) / 2] : (q[n / 2] + q[n / 2 + 1]) / 2
+          v = (bar == "-") ? "—" : ((med >= bar + 0) ? "**met** (≥ " bar ")" : "**not met** (≥ " bar ")")
+          printf "| %s | %s | %s | %s | **%.3f** | %.3f | %.3f | %s |\n", mode, what, ref, list, med, q[1], q[n], v
+        }'
+      done
+    done
+    echo
+    for mode in $MODES; do
+      [ -n "${BARR[transparent|$mode]:-}" ] || continue
+      med=$(echo "${BARR[transparent|$mode]}" | awk '{n = 0; for (i = 1; i + 2 <= NF; i += 3) q[++n] = $i + 0
         for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (q[j] < q[i]) { t = q[i]; q[i] = q[j]; q[j] = t }
-        med = (n % 2) ? q[(n + 1) / 2] : (q[n / 2] + q[n / 2 + 1]) / 2
-        printf "| %s | %s | **%.3f** | %.3f | %.3f | %s |\n", what, list, med, q[1], q[n], (NR > 1 ? "—" : (med >= 1 ? "met" : "not met"))
-      }'
+        printf "%.3f", (n % 2) ? q[(n + 1) / 2] : (q[n / 2] + q[n / 2 + 1]) / 2}')
+      verdict=$(awk -v m="$med" -v b="$BASELINE_BAR" 'BEGIN {print (m >= b) ? "**met**" : "**NOT met**"}')
+      case ${AP_EXEC[meridian]:-n/a} in
+      0) ;;
+      n/a) verdict+=" (whether the default configuration ran with auto_prepare off is unknown: no meridian_proxy_auto_prepare_total counter)" ;;
+      *) verdict="not judged: this build's default configuration ran with auto_prepare on (${AP_EXEC[meridian]} queries run as statements the proxy prepared), so it is not the transparent configuration (by the numbers alone: ${verdict//\*/})" ;;
+      esac
+      echo "- -M $mode: transparent configuration vs the ${BASELINE_REV:-baseline} build with auto_prepare off: median **$med** (bar: ≥ $BASELINE_BAR): $verdict"
     done
     echo
   fi

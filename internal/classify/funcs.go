@@ -54,6 +54,9 @@ var builtinWriteFuncs = func() map[string]funcReason {
 	// Server administration.
 	add("", 0, "pg_terminate_backend", "pg_cancel_backend", "pg_promote", "pg_reload_conf",
 		"pg_rotate_logfile", "pg_import_system_collations")
+	// pg_backend_pid goes where pg_cancel_backend and pg_terminate_backend go, so that the pid a
+	// client learns is one those functions can signal (a replica's pid means nothing to the primary).
+	add("", 0, "pg_backend_pid")
 	// Replication slots and origins.
 	add("", 0, "pg_create_physical_replication_slot", "pg_create_logical_replication_slot",
 		"pg_copy_physical_replication_slot", "pg_copy_logical_replication_slot",

@@ -290,13 +290,18 @@ type Functions struct{ fs *funcSet }
 // maxFunctionSets bounds the distinct Functions a Classifier keeps for reuse.
 const maxFunctionSets = 256
 
-// Functions returns the set for names ("schema.name" or "name"; invalid names are ignored). Equal
-// lists give the same *Functions, so databases with the same schema share cached results.
-func (c *Classifier) Functions(names []string) *Functions {
-	sorted := slices.Clone(names)
-	slices.Sort(sorted)
-	sorted = slices.Compact(sorted)
-	key := strings.Join(sorted, "\x00")
+// Functions returns the set for funcs, the functions whose calls need the primary, and views, the
+// views whose reading needs it (they call such functions); names are "schema.name" or "name", and
+// invalid ones are ignored. Equal lists give the same *Functions, so databases with the same schema
+// share cached results.
+func (c *Classifier) Functions(funcs, views []string) *Functions {
+	sortNames := func(names []string) []string {
+		sorted := slices.Clone(names)
+		slices.Sort(sorted)
+		return slices.Compact(sorted)
+	}
+	funcs, views = sortNames(funcs), sortNames(views)
+	key := strings.Join(funcs, "\x00") + "\x01" + strings.Join(views, "\x00")
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if f := c.sets[key]; f != nil {
@@ -306,7 +311,7 @@ func (c *Classifier) Functions(names []string) *Functions {
 		clear(c.sets) // sets in use stay valid; they are only no longer shared
 	}
 	c.gen++
-	f := &Functions{fs: newFuncSet(c.gen, c.static, parseFuncNames(sorted))}
+	f := &Functions{fs: newFuncSet(c.gen, c.static, parseFuncNames(funcs)).withViews(parseFuncNames(views))}
 	c.sets[key] = f
 	return f
 }

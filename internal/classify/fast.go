@@ -492,6 +492,9 @@ func (p *fastParser) tableRef() bool {
 	if p.cur.kind == tLParen && !p.callArgs(last) {
 		return false
 	}
+	if p.fs.mayMatchView(last) {
+		return false
+	}
 	if p.accept("as") {
 		if !p.colID() {
 			return false

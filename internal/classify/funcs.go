@@ -138,6 +138,7 @@ type funcSet struct {
 	// with another generation are not served.
 	gen    uint64
 	byName map[string]*funcEntry // keyed by lower-case unqualified name
+	views  map[string]*funcEntry // views that call volatile functions, the same way; nil if none
 }
 
 func newFuncSet(gen uint64, lists ...[]funcName) *funcSet {
@@ -162,10 +163,49 @@ func newFuncSet(gen uint64, lists ...[]funcName) *funcSet {
 	return fs
 }
 
+// withViews adds views (schema-qualified names) whose reading needs the primary.
+func (fs *funcSet) withViews(views []funcName) *funcSet {
+	if len(views) == 0 {
+		return fs
+	}
+	fs.views = make(map[string]*funcEntry, len(views))
+	for _, v := range views {
+		e := fs.views[v.name]
+		if e == nil {
+			e = &funcEntry{funcReason: funcReason{reason: "view " + v.name + " calls a volatile function"}}
+			fs.views[v.name] = e
+		}
+		if v.schema == "" {
+			e.anySchema = true
+		} else if !e.anySchema {
+			e.schemas = append(e.schemas, v.schema)
+		}
+	}
+	return fs
+}
+
+// lookupView matches a relation schema.name (schema "" if unqualified) against the views.
+func (fs *funcSet) lookupView(schema, name string) (funcReason, bool) {
+	if fs.views == nil {
+		return funcReason{}, false
+	}
+	return lookupIn(fs.views, schema, name)
+}
+
+// mayMatchView reports whether a relation called name (in any schema) could be such a view: the
+// fast path gives up on it.
+func (fs *funcSet) mayMatchView(name string) bool {
+	return fs.views != nil && fs.views[strings.ToLower(name)] != nil
+}
+
 // lookup matches a call of schema.name (schema "" if unqualified). Both
 // are compared case-insensitively.
 func (fs *funcSet) lookup(schema, name string) (funcReason, bool) {
-	e := fs.byName[lowerASCII(name)]
+	return lookupIn(fs.byName, schema, name)
+}
+
+func lookupIn(byName map[string]*funcEntry, schema, name string) (funcReason, bool) {
+	e := byName[lowerASCII(name)]
 	if e == nil {
 		return funcReason{}, false
 	}

@@ -606,6 +606,10 @@ func (s *stmtClassifier) walkMsg(m protoreflect.Message, execute bool) {
 		s.need("MERGE")
 	case *pg_query.FuncCall:
 		s.funcCall(n, execute)
+	case *pg_query.RangeVar:
+		if r, ok := s.fs.lookupView(n.Schemaname, n.Relname); ok {
+			s.need(r.reason)
+		}
 	}
 	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
 		if fd.Kind() != protoreflect.MessageKind || fd.IsMap() {

@@ -77,7 +77,7 @@ type autoRun struct {
 // statement (then c.auto is set). The original text is classified: a text that does not parse is
 // sent as it is, so that syntax errors name what the client wrote.
 func (c *client) classifySimple(sql string) (classify.Result, bool) {
-	res := c.p.classifier.Classify(sql)
+	res := c.classify(sql)
 	if !c.autoEligible(res) {
 		return res, false
 	}

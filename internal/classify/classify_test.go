@@ -586,3 +586,45 @@ func TestFastPathRandomTokens(t *testing.T) {
 	}
 	t.Logf("fast path answered %d of %d random texts", answered, n)
 }
+
+// TestClassifyInDatabases: each database's functions and views decide its routing; the cache never
+// serves one database's answer to another, and equal lists share one set.
+func TestClassifyInDatabases(t *testing.T) {
+	c := newTestClassifier()
+	shop := c.Functions([]string{"public.place_order"}, []string{"public.next_ids"})
+	blog := c.Functions(nil, nil)
+	if again := c.Functions([]string{"public.place_order", "public.place_order"}, []string{"public.next_ids"}); again != shop {
+		t.Error("equal lists gave another set")
+	}
+	tests := []struct {
+		fn   *Functions
+		sql  string
+		want Result
+	}{
+		{shop, "SELECT place_order(1)", primary("volatile function place_order()")},
+		{blog, "SELECT place_order(1)", read(1)},
+		{nil, "SELECT place_order(1)", read(1)},
+		{shop, "SELECT * FROM next_ids", primary("view next_ids calls a volatile function")},
+		{shop, "SELECT n FROM public.next_ids JOIN t USING (id)", primary("view next_ids calls a volatile function")},
+		{shop, "SELECT * FROM other.next_ids", read(1)},
+		{blog, "SELECT * FROM next_ids", read(1)},
+		{shop, "WITH x AS (SELECT * FROM next_ids) SELECT * FROM x", primary("view next_ids calls a volatile function")},
+		{shop, "SELECT bump_counter()", primary("volatile function bump_counter()")}, // Config.WriteFunctions stay
+	}
+	for range 2 { // the second round answers from the cache
+		for _, tt := range tests {
+			got := c.ClassifyIn(tt.fn, tt.sql)
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("ClassifyIn(%q) mismatch (-want +got):\n%s", tt.sql, diff)
+			}
+			if tt.fn == nil {
+				continue
+			}
+			if fast, ok := classifyFast(tt.sql, tt.fn.fs); ok {
+				if diff := cmp.Diff(classifySlow(tt.sql, tt.fn.fs), fast); diff != "" {
+					t.Errorf("fast path disagrees on %q (-slow +fast):\n%s", tt.sql, diff)
+				}
+			}
+		}
+	}
+}

@@ -167,7 +167,7 @@ func (c *client) runBatch() error {
 		return c.answerLocalBatch()
 	}
 	res, routable := c.batchResult()
-	if res.Pin != classify.PinNone && c.p.cfg.PoolMode == PoolTransaction && c.pinnedNode == "" {
+	if res.Pin != classify.PinNone && c.pinnedNode == "" {
 		res.Route = classify.RoutePrimary
 	}
 	var sc *serverConn
@@ -199,7 +199,7 @@ func (c *client) runBatch() error {
 	// statement turns out stale (see writeAuto).
 	retryable := c.txStatus == 'I' && c.deferBegin == "" && c.canonicalBatch()
 	if sc != nil && c.deferBegin != "" {
-		_, _ = sc.wr.Write(encodeQuery(c.out[:0], c.deferBegin))
+		_ = sc.send(encodeQuery(c.out[:0], c.deferBegin))
 		c.steps = append(c.steps, step{kind: stepSwallowQuery})
 		c.deferBegin = ""
 	}
@@ -211,8 +211,11 @@ func (c *client) runBatch() error {
 	if t.route != "" {
 		c.countQuery(t)
 	}
-	if c.items[len(c.items)-1].typ == msgSync && c.tracksCommit(sc, res) {
-		c.askCommitLSN(sc)
+	if c.items[len(c.items)-1].typ == msgSync {
+		c.restoreStartup(sc, res)
+		if c.tracksCommit(sc, res) {
+			c.askCommitLSN(sc)
+		}
 	}
 	return c.execute(sc, res)
 }
@@ -263,9 +266,16 @@ func (c *client) writeItems(sc *serverConn, retryable, again bool) {
 				continue
 			}
 			c.stmts[it.name] = ps
-			if sc == nil || sc.prepared[ps.internal] {
+			if sc == nil {
 				c.steps = append(c.steps, step{kind: stepSynthParse})
 				continue
+			}
+			if sc.prepared[ps.internal] {
+				// The client's Parse is a real one, as on a direct connection: a copy prepared
+				// earlier (by this client or another) may be stale, and the client's new statement
+				// must see the tables as they are now.
+				delete(sc.prepared, ps.internal)
+				sc.stale = append(sc.stale, ps.internal)
 			}
 			c.prepareOn(sc, ps.internal, ps.sql, ps.paramTypes, stepParse)
 		case msgBind:
@@ -291,8 +301,12 @@ func (c *client) writeItems(sc *serverConn, retryable, again bool) {
 				c.write(sc, finishMsg(out, start))
 			}
 			st := step{kind: stepBind}
-			if named {
-				st.name = ps.internal // a stale plan is closed and prepared again (see markStale)
+			if named && (ps.auto || c.sharesStatements()) {
+				// A stale plan is closed and prepared again (see markStale): always for the proxy's
+				// own statements, and for shared ones. A statement of the client's own on a
+				// connection of its own keeps failing, as it would directly, until the client
+				// prepares it again.
+				st.name = ps.internal
 				st.retry = retryable && ps.auto
 			}
 			c.steps = append(c.steps, st)
@@ -350,9 +364,16 @@ func (c *client) writeItems(sc *serverConn, retryable, again bool) {
 	}
 }
 
+// sharesStatements reports whether the server connections the client uses carry other clients'
+// prepared statements (transaction pooling, not pinned): a statement is prepared once per server
+// connection under a name derived from its text.
+func (c *client) sharesStatements() bool {
+	return c.p.cfg.PoolMode == PoolTransaction && c.pinnedNode == ""
+}
+
 // write appends a message for the server; errors surface at the flush.
 func (c *client) write(sc *serverConn, b []byte) {
-	_, _ = sc.wr.Write(b)
+	_ = sc.send(b)
 }
 
 // ensurePrepared injects a Parse when the statement a Bind or Describe names is not yet prepared on

@@ -3,6 +3,8 @@ package proxy_test
 import (
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -456,4 +458,48 @@ func TestSessionConsistencyIsPerConnection(t *testing.T) {
 		t.Fatalf("with the token the other connection read %q, want %q", got, "two")
 	}
 	t.Logf("with the token: seen, served by the replica: %v", replica)
+}
+
+// TestVolatilityLookupIsCached: routing reads a database's function list from memory — not once per
+// statement — and reads it again right after DDL that changes it. The servers log every statement;
+// the list query is the one naming pg_rewrite.
+func TestVolatilityLookupIsCached(t *testing.T) {
+	e := newEnv(t, envOptions{logStatements: true})
+	ctx := pgtest.Context(t, time.Minute)
+	loads := func() int {
+		t.Helper()
+		b, err := os.ReadFile(filepath.Clean(e.primary.LogPath()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.Count(string(b), "FROM pg_catalog.pg_rewrite r")
+	}
+	conn := e.connect(t)
+	if err := simple(ctx, conn, "SELECT 1"); err != nil {
+		t.Fatal(err)
+	}
+	before, start := loads(), time.Now()
+	const statements = 200
+	for i := range statements {
+		var n int
+		if err := conn.QueryRow(ctx, "SELECT $1::int", i).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The discovery poll re-reads the list every tenth poll (100 ms here).
+	during, polls := loads()-before, int(time.Since(start)/(10*e.cfg.PollInterval))+1
+	if during > polls {
+		t.Fatalf("%d list queries during %d statements (%d periodic refreshes expected at most)", during, statements, polls)
+	}
+	before = loads()
+	if err := simple(ctx, conn, "CREATE FUNCTION rg_cached() RETURNS int LANGUAGE sql VOLATILE AS 'SELECT 1'"); err != nil {
+		t.Fatal(err)
+	}
+	if err := simple(ctx, conn, "SELECT rg_cached()"); err != nil {
+		t.Fatal(err)
+	}
+	if loads() == before {
+		t.Fatal("the list was not read again after CREATE FUNCTION")
+	}
+	t.Logf("%d list queries during %d statements", during, statements)
 }

@@ -188,6 +188,8 @@ func (p *Proxy) serveClient(raw net.Conn) {
 		c.fatal(err)
 		return
 	}
+	c.vol = p.vol.entry(c.database)
+	p.vol.prefetch(c.ctx, &p.wg, c.vol, p.primaryAddress()) // while the client finishes its startup
 	defer c.releaseAll()
 	if err := c.loop(); err != nil && !errors.Is(err, errClientGone) && !errors.Is(err, net.ErrClosed) {
 		c.log.Info("client session ended", "err", err)
@@ -455,12 +457,8 @@ func (c *client) classify(sql string) classify.Result {
 		c.vol = c.p.vol.entry(c.database)
 	}
 	primary := ""
-	if c.vol.stale.Load() {
-		if snap := c.p.disc.Current(); snap.Primary != "" {
-			if n, ok := snap.Node(snap.Primary); ok {
-				primary = n.Address
-			}
-		}
+	if !c.vol.current() {
+		primary = c.p.primaryAddress()
 	}
 	return c.p.classifier.ClassifyIn(c.p.vol.functions(c.ctx, c.vol, primary), sql)
 }

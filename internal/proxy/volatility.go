@@ -37,15 +37,16 @@ type volatility struct {
 type dbFunctions struct {
 	db  string
 	fns atomic.Pointer[classify.Functions] // nil until first loaded
-	// stale: DDL changed the catalog (or the last load failed); load before routing the next
-	// statement. Cleared before a load starts, so a change during the load causes another.
-	stale     atomic.Bool
-	failedAt  atomic.Int64 // UnixNano of the last failed load: retried at most once a poll interval
-	loadMu    sync.Mutex   // serialises loads; guards conn, addr and list
-	conn      *pgconn.PgConn
-	addr      string // the primary conn is connected to
-	list      string // the last list read
-	lastTried time.Time
+	// want increases with every invalidation (DDL through the proxy); have is the want a completed
+	// load started after. The list is current when have ≥ want: a load that began before the DDL
+	// committed does not count for it.
+	want, have atomic.Uint64
+	failedAt   atomic.Int64 // UnixNano of the last failed load: retried at most once a poll interval
+	loadMu     sync.Mutex   // serialises loads; guards conn, addr, list and lastTried
+	conn       *pgconn.PgConn
+	addr       string // the primary conn is connected to
+	list       string // the last list read
+	lastTried  time.Time
 }
 
 func newVolatility(cfg Config, log *slog.Logger, cls *classify.Classifier) *volatility {
@@ -59,7 +60,7 @@ func (v *volatility) entry(db string) *dbFunctions {
 	d := v.dbs[db]
 	if d == nil {
 		d = &dbFunctions{db: db}
-		d.stale.Store(true)
+		d.want.Store(1) // never loaded
 		v.dbs[db] = d
 	}
 	return d
@@ -70,19 +71,41 @@ func (v *volatility) entry(db string) *dbFunctions {
 // used). A failed load is logged and leaves the previous list (or none: the built-in and configured
 // functions only) in place.
 func (v *volatility) functions(ctx context.Context, d *dbFunctions, primary string) *classify.Functions {
-	if !d.stale.Load() || primary == "" {
+	if d.current() || primary == "" {
 		return d.fns.Load()
 	}
 	if f := d.failedAt.Load(); f != 0 && time.Since(time.Unix(0, f)) < v.cfg.PollInterval {
 		return d.fns.Load() // do not try to connect for every statement while the primary refuses
 	}
-	v.load(ctx, d, primary)
+	v.load(ctx, d, primary, false)
 	return d.fns.Load()
 }
 
+// primaryAddress is the current primary's address, "" when there is none.
+func (p *Proxy) primaryAddress() string {
+	snap := p.disc.Current()
+	if snap.Primary == "" {
+		return ""
+	}
+	n, _ := snap.Node(snap.Primary)
+	return n.Address
+}
+
+// current reports whether d's list reflects every invalidation so far.
+func (d *dbFunctions) current() bool { return d.have.Load() >= d.want.Load() }
+
 // invalidate makes db's clients read its list again before their next statement.
 func (v *volatility) invalidate(db string) {
-	v.entry(db).stale.Store(true)
+	v.entry(db).want.Add(1)
+}
+
+// prefetch starts reading d's list when it is not current, so that a new client's first statement
+// does not wait for it (the load runs while the client finishes its startup).
+func (v *volatility) prefetch(ctx context.Context, wg *sync.WaitGroup, d *dbFunctions, primary string) {
+	if d.current() || primary == "" {
+		return
+	}
+	wg.Go(func() { v.functions(ctx, d, primary) })
 }
 
 // refreshAll re-reads every known database's list (discovery, every tenth poll and on a new
@@ -98,7 +121,7 @@ func (v *volatility) refreshAll(ctx context.Context, primary string) {
 		if ctx.Err() != nil {
 			return
 		}
-		v.load(ctx, d, primary)
+		v.load(ctx, d, primary, true)
 	}
 }
 
@@ -147,19 +170,24 @@ const volatileViewBuiltins = `'nextval', 'setval', 'currval', 'lastval', 'txid_c
   'lo_from_bytea', 'lo_put', 'pg_backend_pid', 'pg_cancel_backend', 'pg_terminate_backend'`
 
 // load reads d's list from the primary at addr over d's own connection (monitor credentials).
-func (v *volatility) load(ctx context.Context, d *dbFunctions, addr string) {
+// periodic: the discovery's refresh, which re-reads a current list unless it was read within the
+// last poll interval; otherwise a list made current while this call waited is not read again.
+func (v *volatility) load(ctx context.Context, d *dbFunctions, addr string, periodic bool) {
+	need := d.want.Load()
 	d.loadMu.Lock()
 	defer d.loadMu.Unlock()
-	if !d.stale.Load() && d.addr == addr && time.Since(d.lastTried) < v.cfg.PollInterval {
+	switch {
+	case !periodic && d.have.Load() >= need:
 		return // another session loaded it while this one waited
+	case periodic && d.current() && d.addr == addr && time.Since(d.lastTried) < v.cfg.PollInterval:
+		return
 	}
-	d.stale.Store(false)
+	start := d.want.Load() // the DDL of every invalidation up to here has committed
 	d.lastTried = time.Now()
 	ctx, cancel := context.WithTimeout(ctx, v.cfg.ServerConnectTimeout)
 	defer cancel()
 	funcs, views, err := d.query(ctx, v.cfg, addr)
 	if err != nil {
-		d.stale.Store(true)
 		d.failedAt.Store(time.Now().UnixNano())
 		v.log.Warn("cannot list volatile functions", "database", d.db, "err", err)
 		return
@@ -169,6 +197,7 @@ func (v *volatility) load(ctx context.Context, d *dbFunctions, addr string) {
 		d.list = list
 		d.fns.Store(v.cls.Functions(splitNames(funcs), splitNames(views)))
 	}
+	d.have.Store(start)
 }
 
 func splitNames(list string) []string {

@@ -19,7 +19,8 @@ import (
 // on the primary. Functions are per database: a name volatile in one may be a plain read in another,
 // and a function created in one is unknown in the others.
 //
-// A database's list is read the first time one of its clients routes a statement, again right
+// A database's list is read when its first client logs in (prefetch; the client's first statement
+// waits for it only if it is not in yet), again right
 // after DDL through the proxy that may change it (Result.Catalog: the next statement of any of the
 // database's clients waits for the new list), and every tenth discovery poll (for DDL that did not
 // pass through this proxy). Between those, routing reads the list from memory: no round trip per

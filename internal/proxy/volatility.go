@@ -20,11 +20,10 @@ import (
 // and a function created in one is unknown in the others.
 //
 // A database's list is read when its first client logs in (prefetch; the client's first statement
-// waits for it only if it is not in yet), again right
-// after DDL through the proxy that may change it (Result.Catalog: the next statement of any of the
-// database's clients waits for the new list), and every tenth discovery poll (for DDL that did not
-// pass through this proxy). Between those, routing reads the list from memory: no round trip per
-// query.
+// waits for it only if it is not in yet), again right after DDL through the proxy that may change it
+// (Result.Catalog: the next statement of any of the database's clients waits for the new list), and
+// every tenth discovery poll (for DDL that did not pass through this proxy). Between those, routing
+// reads the list from memory: no round trip per query.
 type volatility struct {
 	cfg Config
 	log *slog.Logger
@@ -185,10 +184,13 @@ func (v *volatility) load(ctx context.Context, d *dbFunctions, addr string, peri
 	}
 	start := d.want.Load() // the DDL of every invalidation up to here has committed
 	d.lastTried = time.Now()
-	ctx, cancel := context.WithTimeout(ctx, v.cfg.ServerConnectTimeout)
+	qctx, cancel := context.WithTimeout(ctx, v.cfg.ServerConnectTimeout)
 	defer cancel()
-	funcs, views, err := d.query(ctx, v.cfg, addr)
+	funcs, views, err := d.query(qctx, v.cfg, addr)
 	if err != nil {
+		if ctx.Err() != nil {
+			return // the caller left (a client that disconnected): not the primary's fault
+		}
 		d.failedAt.Store(time.Now().UnixNano())
 		v.log.Warn("cannot list volatile functions", "database", d.db, "err", err)
 		return

@@ -3,6 +3,7 @@ package classify
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -80,6 +81,40 @@ func (t TxnOp) String() string {
 		return txnNames[t]
 	}
 	return fmt.Sprintf("TxnOp(%d)", uint8(t))
+}
+
+// TxnMode is the set of transaction characteristics a BEGIN, START
+// TRANSACTION or SET TRANSACTION states explicitly. PostgreSQL applies the
+// modes in order, so the last access mode and the last isolation level
+// stated win; at most one of each pair is set.
+type TxnMode uint8
+
+const (
+	ModeReadOnly     TxnMode = 1 << iota // READ ONLY
+	ModeReadWrite                        // READ WRITE
+	ModeSerializable                     // ISOLATION LEVEL SERIALIZABLE: a hot standby refuses it
+	ModeIsolation                        // another ISOLATION LEVEL (READ COMMITTED, REPEATABLE READ, ...)
+)
+
+func (m TxnMode) String() string {
+	var parts []string
+	for _, n := range []struct {
+		bit  TxnMode
+		name string
+	}{
+		{ModeReadOnly, "read-only"},
+		{ModeReadWrite, "read-write"},
+		{ModeSerializable, "serializable"},
+		{ModeIsolation, "isolation"},
+	} {
+		if m&n.bit != 0 {
+			parts = append(parts, n.name)
+		}
+	}
+	if len(parts) == 0 {
+		return "none"
+	}
+	return strings.Join(parts, "|")
 }
 
 // Pin is a set of reasons why the client session must from now on keep the
@@ -173,7 +208,10 @@ type Result struct {
 	// for a read.
 	Reason string
 	Txn    TxnOp
-	Pin    Pin
+	// Modes are the transaction characteristics the Txn statement (BEGIN,
+	// START TRANSACTION, SET TRANSACTION) states explicitly.
+	Modes TxnMode
+	Pin   Pin
 	// Sets lists the SET / RESET statements in order. It is shared with the
 	// cache: callers must not modify it.
 	Sets []SetOp
@@ -185,6 +223,11 @@ type Result struct {
 	// reads CopyData from the client, and nothing else may be sent to it
 	// until the copy ends.
 	CopyIn bool
+	// Catalog is set when the text may change which functions need the
+	// primary: CREATE/ALTER/DROP of functions, procedures, extensions,
+	// schemas, views and rules, renames, and DO blocks (which often create
+	// functions). Volatility learnt from the catalog must be read again.
+	Catalog bool
 	// Hint is the route asked for by a /* meridian:primary */ or
 	// /* meridian:replica */ comment (RouteNone without one). A primary hint
 	// sends a read to the primary; a replica hint never moves a statement
@@ -235,14 +278,50 @@ type Classifier struct {
 	// mu serialises SetWriteFunctions so that generations increase with
 	// the order in which lists are installed.
 	mu     sync.Mutex
-	static []funcName // from Config.WriteFunctions
-	cache  *cache     // nil when disabled
+	gen    uint64                // guarded by mu: the last funcSet generation handed out
+	sets   map[string]*Functions // guarded by mu: Functions by their sorted name list
+	static []funcName            // from Config.WriteFunctions
+	cache  *cache                // nil when disabled
+}
+
+// Functions is one database's set of user-defined functions whose calls need the primary (the
+// proxy reads them from that database's catalog), on top of Config.WriteFunctions and the built-in
+// list. It is immutable; make one with Classifier.Functions and classify with ClassifyIn.
+type Functions struct{ fs *funcSet }
+
+// maxFunctionSets bounds the distinct Functions a Classifier keeps for reuse.
+const maxFunctionSets = 256
+
+// Functions returns the set for funcs, the functions whose calls need the primary, and views, the
+// views whose reading needs it (they call such functions); names are "schema.name" or "name", and
+// invalid ones are ignored. Equal lists give the same *Functions, so databases with the same schema
+// share cached results.
+func (c *Classifier) Functions(funcs, views []string) *Functions {
+	sortNames := func(names []string) []string {
+		sorted := slices.Clone(names)
+		slices.Sort(sorted)
+		return slices.Compact(sorted)
+	}
+	funcs, views = sortNames(funcs), sortNames(views)
+	key := strings.Join(funcs, "\x00") + "\x01" + strings.Join(views, "\x00")
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if f := c.sets[key]; f != nil {
+		return f
+	}
+	if len(c.sets) >= maxFunctionSets {
+		clear(c.sets) // sets in use stay valid; they are only no longer shared
+	}
+	c.gen++
+	f := &Functions{fs: newFuncSet(c.gen, c.static, parseFuncNames(funcs)).withViews(parseFuncNames(views))}
+	c.sets[key] = f
+	return f
 }
 
 // New returns a Classifier. Invalid WriteFunctions entries (see
 // Config.Validate) are ignored.
 func New(cfg Config) *Classifier {
-	c := &Classifier{static: parseFuncNames(cfg.WriteFunctions)}
+	c := &Classifier{static: parseFuncNames(cfg.WriteFunctions), sets: map[string]*Functions{}, gen: 1}
 	size := cfg.CacheSize
 	if size == 0 {
 		size = DefaultCacheSize
@@ -262,8 +341,8 @@ func (c *Classifier) SetWriteFunctions(names []string) {
 	dyn := parseFuncNames(names)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	old := c.funcs.Load()
-	c.funcs.Store(newFuncSet(old.gen+1, c.static, dyn))
+	c.gen++
+	c.funcs.Store(newFuncSet(c.gen, c.static, dyn))
 	if c.cache != nil {
 		// Entries also carry their generation, so one computed with the old
 		// list and stored after this purge is never served.
@@ -274,7 +353,19 @@ func (c *Classifier) SetWriteFunctions(names []string) {
 // Classify classifies a query text: one statement or several separated by
 // semicolons, as sent in a simple Query message.
 func (c *Classifier) Classify(sql string) Result {
-	fs := c.funcs.Load()
+	return c.classify(c.funcs.Load(), sql)
+}
+
+// ClassifyIn classifies a query text as Classify does, with fn as the user-defined functions that
+// need the primary (those of the client's database); nil means the Classifier's own list.
+func (c *Classifier) ClassifyIn(fn *Functions, sql string) Result {
+	if fn == nil {
+		return c.Classify(sql)
+	}
+	return c.classify(fn.fs, sql)
+}
+
+func (c *Classifier) classify(fs *funcSet, sql string) Result {
 	cacheable := c.cache != nil && len(sql) <= maxCachedLen
 	if cacheable {
 		if r, ok := c.cache.get(sql, fs.gen); ok {

@@ -77,13 +77,13 @@ var classifyCases = []classifyCase{
 	{name: "unlisted function", sql: "SELECT my_func(1)", want: read(1), fast: true},
 	{name: "write function in other schema", sql: "SELECT other.touch(1)", want: read(1)},
 	{name: "nextval as column", sql: "SELECT nextval FROM t", want: read(1), fast: true},
-	{name: "set transaction read only", sql: "SET TRANSACTION READ ONLY", want: with(read(1), func(r *Result) { r.Txn = TxnSetReadOnly })},
-	{name: "begin read only lower", sql: "begin read only", want: with(read(1), func(r *Result) { r.Txn = TxnBeginReadOnly }), fast: true},
+	{name: "set transaction read only", sql: "SET TRANSACTION READ ONLY", want: with(read(1), func(r *Result) { r.Modes = ModeReadOnly; r.Txn = TxnSetReadOnly })},
+	{name: "begin read only lower", sql: "begin read only", want: with(read(1), func(r *Result) { r.Modes = ModeReadOnly; r.Txn = TxnBeginReadOnly }), fast: true},
 	// A hot standby refuses SERIALIZABLE: such transactions go to the primary even when READ ONLY.
-	{name: "begin serializable read only", sql: "BEGIN ISOLATION LEVEL SERIALIZABLE, READ ONLY", want: with(primary("BEGIN"), func(r *Result) { r.Txn = TxnBegin }), fast: true},
-	{name: "start transaction read only serializable deferrable", sql: "START TRANSACTION READ ONLY, ISOLATION LEVEL SERIALIZABLE DEFERRABLE;", want: with(primary("BEGIN"), func(r *Result) { r.Txn = TxnBegin }), fast: true},
-	{name: "begin repeatable read read only", sql: "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY", want: with(read(1), func(r *Result) { r.Txn = TxnBeginReadOnly }), fast: true},
-	{name: "begin transaction read only", sql: "BEGIN TRANSACTION READ ONLY", want: with(read(1), func(r *Result) { r.Txn = TxnBeginReadOnly }), fast: true},
+	{name: "begin serializable read only", sql: "BEGIN ISOLATION LEVEL SERIALIZABLE, READ ONLY", want: with(primary("BEGIN"), func(r *Result) { r.Modes = ModeSerializable | ModeReadOnly; r.Txn = TxnBegin }), fast: true},
+	{name: "start transaction read only serializable deferrable", sql: "START TRANSACTION READ ONLY, ISOLATION LEVEL SERIALIZABLE DEFERRABLE;", want: with(primary("BEGIN"), func(r *Result) { r.Modes = ModeSerializable | ModeReadOnly; r.Txn = TxnBegin }), fast: true},
+	{name: "begin repeatable read read only", sql: "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY", want: with(read(1), func(r *Result) { r.Modes = ModeIsolation | ModeReadOnly; r.Txn = TxnBeginReadOnly }), fast: true},
+	{name: "begin transaction read only", sql: "BEGIN TRANSACTION READ ONLY", want: with(read(1), func(r *Result) { r.Modes = ModeReadOnly; r.Txn = TxnBeginReadOnly }), fast: true},
 
 	// Data changes.
 	{name: "insert", sql: "INSERT INTO t VALUES (1)", want: primary("INSERT")},
@@ -149,7 +149,7 @@ var classifyCases = []classifyCase{
 	{name: "create table as", sql: "CREATE TABLE t2 AS SELECT * FROM t", want: primary("DDL")},
 	{name: "create temp table", sql: "CREATE TEMP TABLE x(a int)", want: with(primary("temp table"), func(r *Result) { r.Pin = PinTempTable })},
 	{name: "create temporary sequence", sql: "CREATE TEMPORARY SEQUENCE s", want: with(primary("temp table"), func(r *Result) { r.Pin = PinTempTable })},
-	{name: "create temp view", sql: "CREATE TEMP VIEW v AS SELECT 1", want: with(primary("temp table"), func(r *Result) { r.Pin = PinTempTable })},
+	{name: "create temp view", sql: "CREATE TEMP VIEW v AS SELECT 1", want: with(primary("temp table"), func(r *Result) { r.Catalog = true; r.Pin = PinTempTable })},
 	{name: "create table in pg_temp", sql: "CREATE TABLE pg_temp.x (a int)", want: with(primary("temp table"), func(r *Result) { r.Pin = PinTempTable })},
 	{name: "create temp table on commit drop", sql: "CREATE TEMP TABLE x (a int) ON COMMIT DROP", want: with(primary("temp table"), func(r *Result) { r.Pin = PinTempTable })},
 	{name: "create temp table as", sql: "CREATE TEMP TABLE x AS SELECT 1", want: with(primary("temp table"), func(r *Result) { r.Pin = PinTempTable })},
@@ -160,7 +160,7 @@ var classifyCases = []classifyCase{
 	{name: "grant", sql: "GRANT SELECT ON t TO bob", want: primary("DDL")},
 	{name: "revoke", sql: "REVOKE ALL ON t FROM bob", want: primary("DDL")},
 	{name: "comment", sql: "COMMENT ON TABLE t IS 'x'", want: primary("DDL")},
-	{name: "create function", sql: "CREATE FUNCTION f() RETURNS int LANGUAGE sql AS $$ SELECT 1 $$", want: primary("DDL")},
+	{name: "create function", sql: "CREATE FUNCTION f() RETURNS int LANGUAGE sql AS $$ SELECT 1 $$", want: with(primary("DDL"), func(r *Result) { r.Catalog = true })},
 	{name: "alter system", sql: "ALTER SYSTEM SET work_mem = '64MB'", want: primary("DDL")},
 	{name: "reindex", sql: "REINDEX TABLE t", want: primary("REINDEX")},
 	{name: "cluster", sql: "CLUSTER t USING i", want: primary("CLUSTER")},
@@ -175,7 +175,7 @@ var classifyCases = []classifyCase{
 	{name: "unlisten", sql: "UNLISTEN *", want: primary("UNLISTEN")},
 	{name: "notify", sql: "NOTIFY ch, 'x'", want: primary("NOTIFY")},
 	{name: "call", sql: "CALL p(1)", want: primary("CALL")},
-	{name: "do", sql: "DO $$BEGIN PERFORM 1; END$$", want: primary("DO")},
+	{name: "do", sql: "DO $$BEGIN PERFORM 1; END$$", want: with(primary("DO"), func(r *Result) { r.Catalog = true })},
 	{name: "set constraints", sql: "SET CONSTRAINTS ALL DEFERRED", want: primary("SET CONSTRAINTS")},
 
 	// Cursors and prepared statements.
@@ -233,13 +233,34 @@ var classifyCases = []classifyCase{
 	{name: "session characteristics read only", sql: "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY", want: with(primary("SET"), func(r *Result) {
 		r.Sets = []SetOp{{Kind: SetSession, Name: "default_transaction_read_only", Value: "on", Stmt: "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY"}}
 	})},
-	{name: "set transaction isolation", sql: "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE", want: with(primary("SET TRANSACTION"), func(r *Result) { r.Txn = TxnSetTransaction })},
+	{name: "set transaction isolation", sql: "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE", want: with(primary("SET TRANSACTION"), func(r *Result) { r.Modes = ModeSerializable; r.Txn = TxnSetTransaction })},
 
 	// Transaction control.
 	{name: "begin", sql: "BEGIN", want: with(primary("BEGIN"), func(r *Result) { r.Txn = TxnBegin }), fast: true},
 	{name: "begin work semicolon", sql: "begin work;", want: with(primary("BEGIN"), func(r *Result) { r.Txn = TxnBegin }), fast: true},
-	{name: "start transaction isolation", sql: "START TRANSACTION ISOLATION LEVEL REPEATABLE READ", want: with(primary("BEGIN"), func(r *Result) { r.Txn = TxnBegin }), fast: true},
-	{name: "begin read only then read write", sql: "BEGIN READ ONLY, READ WRITE", want: with(primary("BEGIN"), func(r *Result) { r.Txn = TxnBegin }), fast: true},
+	{name: "start transaction isolation", sql: "START TRANSACTION ISOLATION LEVEL REPEATABLE READ", want: with(primary("BEGIN"), func(r *Result) { r.Modes = ModeIsolation; r.Txn = TxnBegin }), fast: true},
+	{name: "begin read only then read write", sql: "BEGIN READ ONLY, READ WRITE", want: with(primary("BEGIN"), func(r *Result) { r.Modes = ModeReadWrite; r.Txn = TxnBegin }), fast: true},
+	// Session characteristics and explicit modes (issue 13 §4): the proxy routes on Modes.
+	{name: "begin read write", sql: "BEGIN READ WRITE", want: with(primary("BEGIN"), func(r *Result) { r.Txn = TxnBegin; r.Modes = ModeReadWrite }), fast: true},
+	{name: "start transaction serializable read only deferrable", sql: "START TRANSACTION ISOLATION LEVEL SERIALIZABLE READ ONLY DEFERRABLE", want: with(primary("BEGIN"), func(r *Result) { r.Txn = TxnBegin; r.Modes = ModeSerializable | ModeReadOnly }), fast: true},
+	{name: "begin isolation twice last wins", sql: "BEGIN ISOLATION LEVEL SERIALIZABLE, ISOLATION LEVEL REPEATABLE READ, READ ONLY", want: with(read(1), func(r *Result) { r.Txn = TxnBeginReadOnly; r.Modes = ModeIsolation | ModeReadOnly }), fast: true},
+	{name: "set transaction read write", sql: "SET TRANSACTION READ WRITE", want: with(primary("SET TRANSACTION"), func(r *Result) { r.Txn = TxnSetTransaction; r.Modes = ModeReadWrite })},
+	{name: "set transaction read only serializable", sql: "SET TRANSACTION READ ONLY, ISOLATION LEVEL SERIALIZABLE", want: with(primary("SET TRANSACTION"), func(r *Result) { r.Txn = TxnSetTransaction; r.Modes = ModeReadOnly | ModeSerializable })},
+	{name: "set transaction snapshot", sql: "SET TRANSACTION SNAPSHOT '00000003-0000001B-1'", want: with(primary("SET TRANSACTION"), func(r *Result) { r.Txn = TxnSetTransaction })},
+	{name: "set session characteristics serializable", sql: "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL SERIALIZABLE", want: with(primary("SET"), func(r *Result) {
+		r.Sets = []SetOp{{Kind: SetSession, Name: "default_transaction_isolation", Value: "serializable", Stmt: "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL SERIALIZABLE"}}
+	})},
+	{name: "pg_backend_pid", sql: "SELECT pg_backend_pid()", want: primary("pg_backend_pid()")},
+	{name: "try advisory xact lock shared", sql: "SELECT pg_try_advisory_xact_lock_shared(1, 2)", want: primary("advisory lock")},
+	// DDL that changes functions or views: the proxy reads volatility again (Result.Catalog).
+	{name: "create or replace function", sql: "CREATE OR REPLACE FUNCTION f() RETURNS int LANGUAGE sql VOLATILE AS 'SELECT 1'", want: with(primary("DDL"), func(r *Result) { r.Catalog = true })},
+	{name: "alter function volatile", sql: "ALTER FUNCTION f() VOLATILE", want: with(primary("DDL"), func(r *Result) { r.Catalog = true })},
+	{name: "drop procedure", sql: "DROP PROCEDURE p(int)", want: with(primary("DDL"), func(r *Result) { r.Catalog = true })},
+	{name: "create extension", sql: "CREATE EXTENSION IF NOT EXISTS pgcrypto", want: with(primary("DDL"), func(r *Result) { r.Catalog = true })},
+	{name: "alter function rename", sql: "ALTER FUNCTION f() RENAME TO g", want: with(primary("DDL"), func(r *Result) { r.Catalog = true })},
+	{name: "create or replace view", sql: "CREATE OR REPLACE VIEW v AS SELECT 1 AS a", want: with(primary("DDL"), func(r *Result) { r.Catalog = true })},
+	{name: "drop table is not catalog", sql: "DROP TABLE t", want: primary("DDL")},
+	{name: "catalog in a multi-statement text", sql: "SELECT 1; DROP FUNCTION f()", want: with(primary("DDL"), func(r *Result) { r.Catalog = true; r.Statements = 2 })},
 	{name: "commit", sql: "COMMIT", want: with(primary("COMMIT"), func(r *Result) { r.Txn = TxnCommit }), fast: true},
 	{name: "end", sql: "END TRANSACTION", want: with(primary("COMMIT"), func(r *Result) { r.Txn = TxnCommit }), fast: true},
 	{name: "commit and chain", sql: "COMMIT AND CHAIN", want: with(primary("COMMIT"), func(r *Result) { r.Txn = TxnCommitAndChain })},
@@ -261,7 +282,7 @@ var classifyCases = []classifyCase{
 	// Several statements.
 	{name: "read then delete", sql: "SELECT 1; DELETE FROM t", want: with(primary("DELETE"), func(r *Result) { r.Statements = 2 })},
 	{name: "begin select commit", sql: "BEGIN; SELECT 1; COMMIT;", want: with(primary("BEGIN"), func(r *Result) { r.Txn = TxnCommit; r.Statements = 3 })},
-	{name: "begin read only and select", sql: "BEGIN READ ONLY; SELECT 1", want: with(primary("multiple statements"), func(r *Result) { r.Txn = TxnBeginReadOnly; r.Statements = 2 })},
+	{name: "begin read only and select", sql: "BEGIN READ ONLY; SELECT 1", want: with(primary("multiple statements"), func(r *Result) { r.Modes = ModeReadOnly; r.Txn = TxnBeginReadOnly; r.Statements = 2 })},
 	{name: "set then select", sql: "SET search_path = a; SELECT 1", want: with(primary("SET"), func(r *Result) {
 		r.Statements = 2
 		r.Sets = []SetOp{{Kind: SetSession, Name: "search_path", Value: "a", Stmt: "SET search_path = a"}}
@@ -288,7 +309,7 @@ var classifyCases = []classifyCase{
 	{name: "primary hint line comment", sql: "SELECT * FROM t -- meridian:primary", want: with(primary("hint"), func(r *Result) { r.Hint = RoutePrimary }), fast: true},
 	{name: "primary hint upper case", sql: "/* MERIDIAN:PRIMARY */ SELECT 1", want: with(primary("hint"), func(r *Result) { r.Hint = RoutePrimary }), fast: true},
 	{name: "primary hint on slow path read", sql: "WITH x AS (SELECT 1) /* app=shop meridian:primary */ SELECT * FROM x", want: with(primary("hint"), func(r *Result) { r.Hint = RoutePrimary })},
-	{name: "primary hint on begin read only", sql: "BEGIN READ ONLY /* meridian:primary */", want: with(primary("hint"), func(r *Result) { r.Hint = RoutePrimary; r.Txn = TxnBeginReadOnly }), fast: true},
+	{name: "primary hint on begin read only", sql: "BEGIN READ ONLY /* meridian:primary */", want: with(primary("hint"), func(r *Result) { r.Modes = ModeReadOnly; r.Hint = RoutePrimary; r.Txn = TxnBeginReadOnly }), fast: true},
 	{name: "replica hint on read", sql: "/* meridian:replica */ SELECT 1", want: with(read(1), func(r *Result) { r.Hint = RouteReplica }), fast: true},
 	{name: "replica hint on write", sql: "/* meridian:replica */ INSERT INTO t VALUES (1)", want: with(primary("INSERT (replica hint ignored)"), func(r *Result) { r.Hint = RouteReplica })},
 	{name: "both hints", sql: "/* meridian:replica */ SELECT 1 /* meridian:primary */", want: with(primary("hint"), func(r *Result) { r.Hint = RoutePrimary }), fast: true},
@@ -566,4 +587,46 @@ func TestFastPathRandomTokens(t *testing.T) {
 		}
 	}
 	t.Logf("fast path answered %d of %d random texts", answered, n)
+}
+
+// TestClassifyInDatabases: each database's functions and views decide its routing; the cache never
+// serves one database's answer to another, and equal lists share one set.
+func TestClassifyInDatabases(t *testing.T) {
+	c := newTestClassifier()
+	shop := c.Functions([]string{"public.place_order"}, []string{"public.next_ids"})
+	blog := c.Functions(nil, nil)
+	if again := c.Functions([]string{"public.place_order", "public.place_order"}, []string{"public.next_ids"}); again != shop {
+		t.Error("equal lists gave another set")
+	}
+	tests := []struct {
+		fn   *Functions
+		sql  string
+		want Result
+	}{
+		{shop, "SELECT place_order(1)", primary("volatile function place_order()")},
+		{blog, "SELECT place_order(1)", read(1)},
+		{nil, "SELECT place_order(1)", read(1)},
+		{shop, "SELECT * FROM next_ids", primary("view next_ids calls a volatile function")},
+		{shop, "SELECT n FROM public.next_ids JOIN t USING (id)", primary("view next_ids calls a volatile function")},
+		{shop, "SELECT * FROM other.next_ids", read(1)},
+		{blog, "SELECT * FROM next_ids", read(1)},
+		{shop, "WITH x AS (SELECT * FROM next_ids) SELECT * FROM x", primary("view next_ids calls a volatile function")},
+		{shop, "SELECT bump_counter()", primary("volatile function bump_counter()")}, // Config.WriteFunctions stay
+	}
+	for range 2 { // the second round answers from the cache
+		for _, tt := range tests {
+			got := c.ClassifyIn(tt.fn, tt.sql)
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("ClassifyIn(%q) mismatch (-want +got):\n%s", tt.sql, diff)
+			}
+			if tt.fn == nil {
+				continue
+			}
+			if fast, ok := classifyFast(tt.sql, tt.fn.fs); ok {
+				if diff := cmp.Diff(classifySlow(tt.sql, tt.fn.fs), fast); diff != "" {
+					t.Errorf("fast path disagrees on %q (-slow +fast):\n%s", tt.sql, diff)
+				}
+			}
+		}
+	}
 }

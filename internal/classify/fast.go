@@ -73,12 +73,11 @@ const (
 const maxExprDepth = 50
 
 type fastParser struct {
-	depth        int // expression nesting
-	lx           lexer
-	cur, next    token // current token and one token of look-ahead
-	fs           *funcSet
-	inGroupBy    bool // calls of cube() and rollup() mean something else there
-	serializable bool // BEGIN ISOLATION LEVEL SERIALIZABLE seen
+	depth     int // expression nesting
+	lx        lexer
+	cur, next token // current token and one token of look-ahead
+	fs        *funcSet
+	inGroupBy bool // calls of cube() and rollup() mean something else there
 }
 
 // classifyFast classifies sql if it is in the fast path's subset.
@@ -281,49 +280,53 @@ func (p *fastParser) begin() (Result, bool) {
 		p.advance() // BEGIN
 		_ = p.accept("work") || p.accept("transaction")
 	}
-	readOnly := false
+	var modes TxnMode
 	// Modes are separated by commas or just by white space.
 	for p.txnModeStart() {
-		if !p.txnMode(&readOnly) || (p.acceptKind(tComma) && !p.txnModeStart()) {
+		if !p.txnMode(&modes) || (p.acceptKind(tComma) && !p.txnModeStart()) {
 			return Result{}, false
 		}
 	}
 	if !p.end() {
 		return Result{}, false
 	}
-	if readOnly && !p.serializable {
-		return Result{Route: RouteReplica, Txn: TxnBeginReadOnly, Statements: 1}, true
+	if readOnlyModes(modes) {
+		return Result{Route: RouteReplica, Txn: TxnBeginReadOnly, Modes: modes, Statements: 1}, true
 	}
-	return Result{Route: RoutePrimary, Reason: "BEGIN", Txn: TxnBegin, Statements: 1}, true
+	return Result{Route: RoutePrimary, Reason: "BEGIN", Txn: TxnBegin, Modes: modes, Statements: 1}, true
 }
 
 func (p *fastParser) txnModeStart() bool {
 	return p.at("isolation") || p.at("read") || p.at("deferrable") || p.at("not")
 }
 
-func (p *fastParser) txnMode(readOnly *bool) bool {
+func (p *fastParser) txnMode(m *TxnMode) bool {
 	switch {
 	case p.accept("isolation"):
 		if !p.accept("level") {
 			return false
 		}
+		*m &^= ModeSerializable | ModeIsolation
 		switch {
 		case p.accept("serializable"):
-			p.serializable = true // a hot standby cannot run it: never a replica transaction
+			*m |= ModeSerializable // a hot standby cannot run it: never a replica transaction
 			return true
 		case p.accept("repeatable"):
+			*m |= ModeIsolation
 			return p.accept("read")
 		case p.accept("read"):
+			*m |= ModeIsolation
 			return p.accept("committed") || p.accept("uncommitted")
 		}
 		return false
 	case p.accept("read"):
+		*m &^= ModeReadOnly | ModeReadWrite
 		switch {
 		case p.accept("only"):
-			*readOnly = true
+			*m |= ModeReadOnly
 			return true
 		case p.accept("write"):
-			*readOnly = false
+			*m |= ModeReadWrite
 			return true
 		}
 		return false
@@ -487,6 +490,9 @@ func (p *fastParser) tableRef() bool {
 		p.advance()
 	}
 	if p.cur.kind == tLParen && !p.callArgs(last) {
+		return false
+	}
+	if p.fs.mayMatchView(last) {
 		return false
 	}
 	if p.accept("as") {

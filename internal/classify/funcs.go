@@ -54,6 +54,9 @@ var builtinWriteFuncs = func() map[string]funcReason {
 	// Server administration.
 	add("", 0, "pg_terminate_backend", "pg_cancel_backend", "pg_promote", "pg_reload_conf",
 		"pg_rotate_logfile", "pg_import_system_collations")
+	// pg_backend_pid goes where pg_cancel_backend and pg_terminate_backend go, so that the pid a
+	// client learns is one those functions can signal (a replica's pid means nothing to the primary).
+	add("", 0, "pg_backend_pid")
 	// Replication slots and origins.
 	add("", 0, "pg_create_physical_replication_slot", "pg_create_logical_replication_slot",
 		"pg_copy_physical_replication_slot", "pg_copy_logical_replication_slot",
@@ -135,6 +138,7 @@ type funcSet struct {
 	// with another generation are not served.
 	gen    uint64
 	byName map[string]*funcEntry // keyed by lower-case unqualified name
+	views  map[string]*funcEntry // views that call volatile functions, the same way; nil if none
 }
 
 func newFuncSet(gen uint64, lists ...[]funcName) *funcSet {
@@ -159,10 +163,49 @@ func newFuncSet(gen uint64, lists ...[]funcName) *funcSet {
 	return fs
 }
 
+// withViews adds views (schema-qualified names) whose reading needs the primary.
+func (fs *funcSet) withViews(views []funcName) *funcSet {
+	if len(views) == 0 {
+		return fs
+	}
+	fs.views = make(map[string]*funcEntry, len(views))
+	for _, v := range views {
+		e := fs.views[v.name]
+		if e == nil {
+			e = &funcEntry{funcReason: funcReason{reason: "view " + v.name + " calls a volatile function"}}
+			fs.views[v.name] = e
+		}
+		if v.schema == "" {
+			e.anySchema = true
+		} else if !e.anySchema {
+			e.schemas = append(e.schemas, v.schema)
+		}
+	}
+	return fs
+}
+
+// lookupView matches a relation schema.name (schema "" if unqualified) against the views.
+func (fs *funcSet) lookupView(schema, name string) (funcReason, bool) {
+	if fs.views == nil {
+		return funcReason{}, false
+	}
+	return lookupIn(fs.views, schema, name)
+}
+
+// mayMatchView reports whether a relation called name (in any schema) could be such a view: the
+// fast path gives up on it.
+func (fs *funcSet) mayMatchView(name string) bool {
+	return fs.views != nil && fs.views[strings.ToLower(name)] != nil
+}
+
 // lookup matches a call of schema.name (schema "" if unqualified). Both
 // are compared case-insensitively.
 func (fs *funcSet) lookup(schema, name string) (funcReason, bool) {
-	e := fs.byName[lowerASCII(name)]
+	return lookupIn(fs.byName, schema, name)
+}
+
+func lookupIn(byName map[string]*funcEntry, schema, name string) (funcReason, bool) {
+	e := byName[lowerASCII(name)]
 	if e == nil {
 		return funcReason{}, false
 	}

@@ -45,9 +45,10 @@ func classifySlow(sql string, fs *funcSet) Result {
 			r.Route, r.Reason = RoutePrimary, s.reason
 		}
 		if s.txn != TxnNone {
-			r.Txn = s.txn
+			r.Txn, r.Modes = s.txn, s.modes
 			sawTxn = true
 		}
+		r.Catalog = r.Catalog || s.catalog
 		r.Pin |= s.pin
 		r.Sets = append(r.Sets, s.sets...)
 		r.Discard = r.Discard || s.discard
@@ -88,6 +89,8 @@ type stmtClassifier struct {
 
 	reason  string // why the statement needs the primary; "" for a read
 	txn     TxnOp
+	modes   TxnMode
+	catalog bool // changes functions, views or what names resolve to (Result.Catalog)
 	pin     Pin
 	sets    []SetOp
 	discard bool
@@ -203,6 +206,7 @@ func (s *stmtClassifier) statement(n *pg_query.Node) {
 		s.walk(st.CallStmt, true)
 	case *pg_query.Node_DoStmt:
 		s.need("DO")
+		s.catalog = true
 	case *pg_query.Node_ConstraintsSetStmt:
 		s.need("SET CONSTRAINTS")
 
@@ -232,6 +236,7 @@ func (s *stmtClassifier) statement(n *pg_query.Node) {
 		s.createRel(st.CreateSeqStmt.Sequence, pg_query.OnCommitAction_ONCOMMIT_NOOP)
 	case *pg_query.Node_ViewStmt:
 		s.createRel(st.ViewStmt.View, pg_query.OnCommitAction_ONCOMMIT_NOOP)
+		s.catalog = true
 	case *pg_query.Node_CreateTableAsStmt:
 		c := st.CreateTableAsStmt
 		if c.Into != nil {
@@ -247,7 +252,40 @@ func (s *stmtClassifier) statement(n *pg_query.Node) {
 		// Every other statement is DDL or a utility command that changes
 		// something (GRANT, COMMENT, SECURITY LABEL, ALTER SYSTEM, ...).
 		s.need("DDL")
+		s.catalog = changesRoutines(n)
 	}
+}
+
+// changesRoutines reports whether a DDL statement may change which functions exist or how volatile
+// they are, or what a view calls: the proxy then reads that from the catalog again.
+func changesRoutines(n *pg_query.Node) bool {
+	switch st := n.Node.(type) {
+	case *pg_query.Node_CreateFunctionStmt, *pg_query.Node_AlterFunctionStmt,
+		*pg_query.Node_CreateExtensionStmt, *pg_query.Node_AlterExtensionStmt,
+		*pg_query.Node_AlterExtensionContentsStmt, *pg_query.Node_CreateSchemaStmt,
+		*pg_query.Node_RuleStmt:
+		return true
+	case *pg_query.Node_DropStmt:
+		return routineObject(st.DropStmt.RemoveType)
+	case *pg_query.Node_RenameStmt:
+		return routineObject(st.RenameStmt.RenameType)
+	case *pg_query.Node_AlterObjectSchemaStmt:
+		return routineObject(st.AlterObjectSchemaStmt.ObjectType)
+	}
+	return false
+}
+
+// routineObject: objects whose change may change where a call or a view must run.
+func routineObject(t pg_query.ObjectType) bool {
+	switch t {
+	case pg_query.ObjectType_OBJECT_FUNCTION, pg_query.ObjectType_OBJECT_PROCEDURE,
+		pg_query.ObjectType_OBJECT_ROUTINE, pg_query.ObjectType_OBJECT_AGGREGATE,
+		pg_query.ObjectType_OBJECT_EXTENSION, pg_query.ObjectType_OBJECT_SCHEMA,
+		pg_query.ObjectType_OBJECT_VIEW, pg_query.ObjectType_OBJECT_MATVIEW,
+		pg_query.ObjectType_OBJECT_RULE:
+		return true
+	}
+	return false
 }
 
 // createRel classifies CREATE TABLE/SEQUENCE/VIEW and CREATE TABLE AS:
@@ -279,7 +317,8 @@ func isTempRel(rel *pg_query.RangeVar) bool {
 func (s *stmtClassifier) transaction(t *pg_query.TransactionStmt) {
 	switch t.Kind {
 	case pg_query.TransactionStmtKind_TRANS_STMT_BEGIN, pg_query.TransactionStmtKind_TRANS_STMT_START:
-		if readOnlyMode(t.Options) {
+		s.modes = txnModes(t.Options)
+		if readOnlyModes(s.modes) {
 			s.txn = TxnBeginReadOnly
 			return
 		}
@@ -320,13 +359,10 @@ func (s *stmtClassifier) transaction(t *pg_query.TransactionStmt) {
 	}
 }
 
-// readOnlyMode reports whether a transaction_mode_list ends up READ ONLY.
-// PostgreSQL applies the modes in order, so the last one wins.
-//
-// A SERIALIZABLE transaction is never "read only" for routing: a hot standby refuses serializable
-// mode ("cannot use serializable mode in a hot standby"), so it must run on the primary.
-func readOnlyMode(opts []*pg_query.Node) bool {
-	ro := false
+// txnModes reads a transaction_mode_list. PostgreSQL applies the modes in
+// order, so the last access mode and the last isolation level win.
+func txnModes(opts []*pg_query.Node) TxnMode {
+	var m TxnMode
 	for _, o := range opts {
 		d := o.GetDefElem()
 		if d == nil {
@@ -334,14 +370,28 @@ func readOnlyMode(opts []*pg_query.Node) bool {
 		}
 		switch d.Defname {
 		case "transaction_read_only":
-			ro = constTrue(d.Arg)
+			m &^= ModeReadOnly | ModeReadWrite
+			if constTrue(d.Arg) {
+				m |= ModeReadOnly
+			} else {
+				m |= ModeReadWrite
+			}
 		case "transaction_isolation":
+			m &^= ModeSerializable | ModeIsolation
 			if c := d.Arg.GetAConst(); c != nil && strings.EqualFold(c.GetSval().GetSval(), "serializable") {
-				return false
+				m |= ModeSerializable
+			} else {
+				m |= ModeIsolation
 			}
 		}
 	}
-	return ro
+	return m
+}
+
+// readOnlyModes reports whether modes make a transaction a replica's: READ ONLY, and not
+// SERIALIZABLE, which a hot standby refuses ("cannot use serializable mode in a hot standby").
+func readOnlyModes(m TxnMode) bool {
+	return m&ModeReadOnly != 0 && m&ModeSerializable == 0
 }
 
 // constTrue interprets a boolean-ish constant the way the transaction
@@ -393,9 +443,12 @@ func (s *stmtClassifier) set(v *pg_query.VariableSetStmt) {
 		switch v.Name {
 		case "TRANSACTION", "TRANSACTION SNAPSHOT":
 			// Scoped to the current transaction: not session state.
-			if v.Name == "TRANSACTION" && readOnlyMode(v.Args) {
-				s.txn = TxnSetReadOnly
-				return
+			if v.Name == "TRANSACTION" {
+				s.modes = txnModes(v.Args)
+				if readOnlyModes(s.modes) {
+					s.txn = TxnSetReadOnly
+					return
+				}
 			}
 			s.txn = TxnSetTransaction
 			s.need("SET TRANSACTION")
@@ -557,6 +610,10 @@ func (s *stmtClassifier) walkMsg(m protoreflect.Message, execute bool) {
 		s.need("MERGE")
 	case *pg_query.FuncCall:
 		s.funcCall(n, execute)
+	case *pg_query.RangeVar:
+		if r, ok := s.fs.lookupView(n.Schemaname, n.Relname); ok {
+			s.need(r.reason)
+		}
 	}
 	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
 		if fd.Kind() != protoreflect.MessageKind || fd.IsMap() {

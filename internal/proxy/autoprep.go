@@ -155,7 +155,7 @@ func (c *client) autoState() string {
 // statement (then c.auto is set). The original text is classified: a text that does not parse is
 // sent as it is, so that syntax errors name what the client wrote.
 func (c *client) classifySimple(sql string) (classify.Result, bool) {
-	res := c.p.classifier.Classify(sql)
+	res := c.classify(sql)
 	c.ap.timed, c.ap.watch = nil, nil
 	if !c.p.cfg.AutoPrepare {
 		return res, false

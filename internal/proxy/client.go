@@ -49,11 +49,19 @@ type client struct {
 	maxStaleness    time.Duration   // meridian.max_staleness, for bounded reads
 	maxWait         time.Duration   // meridian.max_wait: how long a read may wait for a replica to catch up
 	defaultReadOnly bool            // default_transaction_read_only for the session
-	stmts           map[string]*prepStmt
-	unnamed         *prepStmt
-	auto            autoRun // the simple query being run as a prepared statement (auto_prepare)
-	ap              autoSession
-	retryBatch      bool // a stale auto-prepared statement reruns the extended batch, not c.auto
+	// defaultSerializable: default_transaction_isolation is serializable, which a hot standby
+	// refuses ("cannot use serializable mode in a hot standby"): the session's transactions run
+	// on the primary unless they state another isolation level.
+	defaultSerializable bool
+	copyFloor           bool             // a COPY FROM STDIN committed: the next read waits for the primary's position (session mode)
+	catalogChanged      bool             // DDL changed functions or views: re-read volatility once out of the transaction
+	deferModes          classify.TxnMode // the modes of the deferred BEGIN and the SET TRANSACTIONs after it
+	vol                 *dbFunctions     // the database's volatile functions (p.vol), looked up once
+	stmts               map[string]*prepStmt
+	unnamed             *prepStmt
+	auto                autoRun // the simple query being run as a prepared statement (auto_prepare)
+	ap                  autoSession
+	retryBatch          bool // a stale auto-prepared statement reruns the extended batch, not c.auto
 
 	mu  sync.Mutex  // guards cur, which cancel requests read
 	cur *serverConn // the server connection in use, if any
@@ -159,9 +167,7 @@ func (p *Proxy) serveClient(raw net.Conn) {
 			continue
 		}
 		c.startup = append(c.startup, o)
-		if o.key == "default_transaction_read_only" {
-			c.defaultReadOnly = isOn(o.value)
-		}
+		c.noteTxnDefault(o.key, o.value)
 	}
 	// As in PostgreSQL, RESET returns to the values the session started with, options included.
 	c.defaults = SessionDefaults{Consistency: c.consistency, MaxStaleness: c.maxStaleness, MaxWait: c.maxWait}
@@ -185,6 +191,8 @@ func (p *Proxy) serveClient(raw net.Conn) {
 		c.fatal(err)
 		return
 	}
+	c.vol = p.vol.entry(c.database)
+	p.vol.prefetch(c.ctx, &p.wg, c.vol, p.primaryAddress()) // while the client finishes its startup
 	defer c.releaseAll()
 	if err := c.loop(); err != nil && !errors.Is(err, errClientGone) && !errors.Is(err, net.ErrClosed) {
 		c.log.Info("client session ended", "err", err)
@@ -391,7 +399,8 @@ func (c *client) applySets(ops []classify.SetOp) {
 			continue
 		case classify.SetResetAll:
 			c.sets = c.sets[:0]
-			c.defaultReadOnly = false
+			c.noteTxnDefault("default_transaction_read_only", c.startupValue("default_transaction_read_only"))
+			c.noteTxnDefault("default_transaction_isolation", c.startupValue("default_transaction_isolation"))
 			continue
 		}
 		for i := range c.sets {
@@ -400,14 +409,72 @@ func (c *client) applySets(ops []classify.SetOp) {
 				break
 			}
 		}
-		if op.Name == "default_transaction_read_only" {
-			c.defaultReadOnly = op.Kind == classify.SetSession && isOn(op.Value)
+		if op.Kind == classify.SetSession {
+			c.noteTxnDefault(op.Name, op.Value)
+		} else {
+			c.noteTxnDefault(op.Name, c.startupValue(op.Name)) // RESET returns to the startup value
 		}
 		if op.Kind == classify.SetSession {
 			c.sets = append(c.sets, trackedSet{name: op.Name, stmt: op.Stmt})
 		}
 	}
 	c.recomputeKey()
+}
+
+// noteTxnDefault follows the session defaults that decide whether its transactions may run on a
+// replica: default_transaction_read_only and default_transaction_isolation ("" is the server default).
+func (c *client) noteTxnDefault(name, value string) {
+	switch strings.ToLower(name) {
+	case "default_transaction_read_only":
+		c.defaultReadOnly = isOn(value)
+	case "default_transaction_isolation":
+		c.defaultSerializable = strings.EqualFold(strings.Trim(value, `'" `), "serializable")
+	}
+}
+
+// startupValue is the value the client connected with for a parameter ("" when none).
+func (c *client) startupValue(name string) string {
+	v := ""
+	for _, o := range c.startup {
+		if strings.EqualFold(o.key, name) {
+			v = o.value
+		}
+	}
+	return v
+}
+
+// replicaTxn reports whether a transaction begun with the stated modes may run on a replica: it is
+// read only (stated, or by default_transaction_read_only) and not serializable (stated, or by
+// default_transaction_isolation), which a hot standby refuses.
+func (c *client) replicaTxn(m classify.TxnMode) bool {
+	ro := m&classify.ModeReadOnly != 0 || (c.defaultReadOnly && m&classify.ModeReadWrite == 0)
+	serializable := m&classify.ModeSerializable != 0 || (c.defaultSerializable && m&classify.ModeIsolation == 0)
+	return ro && !serializable
+}
+
+// mergeModes applies SET TRANSACTION modes over earlier ones: the last access mode and the last
+// isolation level stated win.
+func mergeModes(old, m classify.TxnMode) classify.TxnMode {
+	if m&(classify.ModeReadOnly|classify.ModeReadWrite) != 0 {
+		old &^= classify.ModeReadOnly | classify.ModeReadWrite
+	}
+	if m&(classify.ModeSerializable|classify.ModeIsolation) != 0 {
+		old &^= classify.ModeSerializable | classify.ModeIsolation
+	}
+	return old | m
+}
+
+// classify classifies a statement text with the volatile functions of the client's database,
+// reading them first when DDL changed them (see volatility).
+func (c *client) classify(sql string) classify.Result {
+	if c.vol == nil {
+		c.vol = c.p.vol.entry(c.database)
+	}
+	primary := ""
+	if !c.vol.current() {
+		primary = c.p.primaryAddress()
+	}
+	return c.p.classifier.ClassifyIn(c.p.vol.functions(c.ctx, c.vol, primary), sql)
 }
 
 // stateSQL is the statement that brings a server connection to the client's session state.
@@ -744,8 +811,17 @@ func (c *client) routeFor(res classify.Result) (target, error) {
 	switch {
 	case res.Hint == classify.RoutePrimary, c.routeMode == "primary":
 		write = true
-	case res.Txn == classify.TxnBegin && c.defaultReadOnly:
-		write = false
+	case c.deferBegin != "" && c.cur == nil:
+		// The first statement of a deferred BEGIN: a replica only when both the transaction and the
+		// statement may run there.
+		write = write || !c.replicaTxn(c.deferModes)
+	case res.Txn == classify.TxnBegin || res.Txn == classify.TxnBeginReadOnly:
+		// The transaction's modes decide, with the session's defaults (BEGIN alone, under
+		// default_transaction_read_only, is a read-only transaction).
+		write = res.Statements > 1 && write || !c.replicaTxn(res.Modes)
+	case c.defaultSerializable:
+		// A statement's own transaction is serializable too: a hot standby refuses it.
+		write = true
 	}
 	if write {
 		return c.p.primaryTarget(snap)
@@ -753,6 +829,20 @@ func (c *client) routeFor(res classify.Result) (target, error) {
 	t, err := c.readTarget(snap)
 	t.read = true
 	return t, err
+}
+
+// heldOnReplica refuses, inside a transaction running on a replica, a statement that would succeed
+// there but mean nothing: an advisory lock taken on a standby excludes no one on the primary. (Other
+// statements that need the primary fail on the replica by themselves.) The transaction went to the
+// replica because it was READ ONLY and its first statement a read; the hint on BEGIN avoids that.
+func (c *client) heldOnReplica(res classify.Result) *pgError {
+	if res.Route != classify.RoutePrimary || res.Reason != "advisory lock" || c.cur.pool.key.node == c.p.disc.Current().Primary {
+		return nil
+	}
+	return &pgError{Severity: "ERROR", Code: "25006",
+		Message: "cannot take an advisory lock in a read-only transaction that the proxy runs on a replica",
+		Detail:  "An advisory lock taken on a standby does not exclude sessions on the primary.",
+		Hint:    "Take the lock in the transaction's first statement, or begin it with BEGIN READ ONLY /* meridian:primary */."}
 }
 
 // ---- simple query protocol ----
@@ -774,33 +864,41 @@ func (c *client) simpleQuery(msg []byte) error {
 		// Pinning keeps this connection: the statement must run on the primary, where it will stay.
 		res.Route = classify.RoutePrimary
 	}
-	// A plain BEGIN is answered at once and sent with the next statement, which tells whether the
-	// transaction may run on a replica (SET TRANSACTION READ ONLY) and saves a round trip.
-	if c.cur == nil && c.deferBegin == "" && res.Statements == 1 && res.Txn == classify.TxnBegin &&
-		!c.defaultReadOnly && c.p.cfg.PoolMode == PoolTransaction && c.pinnedNode == "" && res.Hint == 0 {
-		c.deferBegin = sql
+	// BEGIN is answered at once and sent with the next statement, which decides with the
+	// transaction's modes (and SET TRANSACTION) whether the transaction may run on a replica: a
+	// statement that needs the primary takes the whole transaction there. It also saves a round trip.
+	if c.cur == nil && c.deferBegin == "" && res.Statements == 1 && (res.Txn == classify.TxnBegin || res.Txn == classify.TxnBeginReadOnly) &&
+		c.p.cfg.PoolMode == PoolTransaction && c.pinnedNode == "" && res.Hint == 0 {
+		c.deferBegin, c.deferModes = sql, res.Modes
 		c.txStatus = 'T'
 		return c.reply(appendReadyForQuery(appendCommandComplete(c.out[:0], "BEGIN"), 'T'))
 	}
 	if c.deferBegin != "" && c.cur == nil {
-		switch res.Txn {
-		case classify.TxnCommit, classify.TxnRollback:
+		switch {
+		case res.Txn == classify.TxnCommit, res.Txn == classify.TxnRollback:
 			tag := "COMMIT"
 			if res.Txn == classify.TxnRollback {
 				tag = "ROLLBACK"
 			}
 			c.deferBegin, c.txStatus = "", 'I'
 			return c.reply(appendReadyForQuery(appendCommandComplete(c.out[:0], tag), 'I'))
-		case classify.TxnSetReadOnly:
-			res.Route = classify.RouteReplica
-		default:
-			res.Route = classify.RoutePrimary
+		case (res.Txn == classify.TxnSetReadOnly || res.Txn == classify.TxnSetTransaction) && res.Modes != 0 &&
+			res.Statements == 1 && res.Hint == 0:
+			// SET TRANSACTION modes (not SNAPSHOT) right after BEGIN: deferred with it, so that the
+			// modes as a whole decide (BEGIN; SET TRANSACTION READ ONLY; SET TRANSACTION ISOLATION
+			// LEVEL SERIALIZABLE is the primary's). Nothing ran yet, so PostgreSQL accepts them all.
+			c.deferBegin += ";" + sql
+			c.deferModes = mergeModes(c.deferModes, res.Modes)
+			return c.reply(appendReadyForQuery(appendCommandComplete(c.out[:0], "SET"), 'T'))
 		}
 	}
 	t, err := c.routeFor(res)
 	if err == nil {
 		if c.cur != nil {
 			t = target{node: nodeOf(c), route: "held"}
+			if pe := c.heldOnReplica(res); pe != nil {
+				return c.replyError(pe)
+			}
 		}
 		var sc *serverConn
 		if sc, t, err = c.checkoutRead(t); err == nil {
@@ -944,6 +1042,18 @@ func (c *client) settle(sc *serverConn, res classify.Result, out relayResult) {
 		clear(sc.prepared)
 		sc.stale = sc.stale[:0]
 		clear(c.stmts)
+	}
+	if res.CopyIn && !out.failed && out.status == 'I' && c.consistency == consistencySession {
+		// Nothing was pipelined behind the COPY (the server would take it for copy data): the next
+		// read asks the primary where it is (see readTarget).
+		c.copyFloor = true
+	}
+	if res.Catalog {
+		c.catalogChanged = true
+	}
+	if c.catalogChanged && out.status == 'I' {
+		c.catalogChanged = false
+		c.p.vol.invalidate(c.database) // before this client's next statement is routed
 	}
 	if res.Pin != classify.PinNone && !out.failed && c.pinnedNode == "" {
 		c.pinnedNode = sc.pool.key.node

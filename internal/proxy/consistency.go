@@ -147,6 +147,20 @@ func (c *client) readCondition() readCondition {
 
 // readTarget routes a read under the session's consistency condition.
 func (c *client) readTarget(snap *Snapshot) (target, error) {
+	if c.copyFloor && c.consistency == consistencySession {
+		// A COPY FROM STDIN committed, and nothing could be pipelined behind it to learn where: the
+		// primary's position now, asked once for this read (and shared with global reads), is past
+		// it. It becomes the session's commit position, reported as for any write.
+		lsn, err := c.p.global.position(c.p.ctx, snap)
+		if err != nil {
+			return c.p.primaryTarget(snap) // the primary has the rows
+		}
+		c.copyFloor = false
+		if lsn = floorOf(lsn); lsn > c.commitLSN {
+			c.commitLSN = lsn
+			_, _ = c.wr.Write(appendParameterStatus(c.out[:0], "meridian.commit_lsn", lsn.String()))
+		}
+	}
 	rc := c.readCondition()
 	if c.consistency == consistencyGlobal {
 		lsn, err := c.p.global.position(c.p.ctx, snap)

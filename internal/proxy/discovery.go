@@ -65,12 +65,12 @@ type poller struct {
 	snap atomic.Pointer[Snapshot]
 	kick chan struct{}
 
-	// onWriteFunctions receives the user-defined volatile functions found on the primary, whose
-	// calls must run there (the classifier cannot know them from the statement text).
-	onWriteFunctions func([]string)
+	// onRefreshFunctions re-reads, from the primary at the given address, the user-defined
+	// volatile functions whose calls must run there (the classifier cannot know them from the
+	// statement text); see volatility.
+	onRefreshFunctions func(ctx context.Context, primaryAddr string)
 	// onNodeDown is told when a node that answered stops answering.
 	onNodeDown func(node, reason string)
-	lastFuncs  string // only touched by run's goroutine
 
 	mu      sync.Mutex // guards conns and pending
 	conns   map[string]*pgconn.PgConn
@@ -123,8 +123,8 @@ func (p *poller) run(ctx context.Context) {
 	}
 }
 
-// pollOnce checks every node concurrently and publishes a new snapshot. The primary's volatile
-// functions are re-read every tenth poll and on demand (kicked).
+// pollOnce checks every node concurrently and publishes a new snapshot. The volatile functions of
+// the databases in use are re-read every tenth poll, on demand (kicked) and when the primary changes.
 func (p *poller) pollOnce(ctx context.Context, kicked bool) {
 	prev := p.Current()
 	p.mu.Lock()
@@ -170,8 +170,10 @@ func (p *poller) pollOnce(ctx context.Context, kicked bool) {
 			}
 		}
 	}
-	if snap.Primary != "" && p.onWriteFunctions != nil && (kicked || snap.Seq%10 == 0 || snap.Primary != prev.Primary) {
-		p.refreshFunctions(ctx, snap.Primary)
+	if snap.Primary != "" && p.onRefreshFunctions != nil && (kicked || snap.Seq%10 == 0 || snap.Primary != prev.Primary) {
+		if n, ok := snap.Node(snap.Primary); ok {
+			p.onRefreshFunctions(ctx, n.Address)
+		}
 	}
 	p.snap.Store(snap)
 }
@@ -203,37 +205,6 @@ func (p *poller) withNodes(prev *Snapshot, nodes []NodeConfig) *Snapshot {
 	p.mu.Unlock()
 	p.log.Info("node list changed", "nodes", len(nodes))
 	return next
-}
-
-// volatileFunctionsQuery lists user-defined VOLATILE functions and procedures: calling one may write.
-const volatileFunctionsQuery = `SELECT string_agg(DISTINCT n.nspname || '.' || p.proname, ',')
-FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
-WHERE p.provolatile = 'v' AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\_toast%'`
-
-func (p *poller) refreshFunctions(ctx context.Context, primary string) {
-	p.mu.Lock()
-	conn := p.conns[primary]
-	p.mu.Unlock()
-	if conn == nil {
-		return
-	}
-	ctx, cancel := context.WithTimeout(ctx, p.cfg.ServerConnectTimeout)
-	defer cancel()
-	res, err := conn.Exec(ctx, volatileFunctionsQuery).ReadAll()
-	if err != nil || len(res) != 1 || len(res[0].Rows) != 1 {
-		p.log.Warn("cannot list volatile functions on the primary", "node", primary, "err", err)
-		return
-	}
-	list := string(res[0].Rows[0][0])
-	if list == p.lastFuncs {
-		return
-	}
-	p.lastFuncs = list
-	var names []string
-	if list != "" {
-		names = strings.Split(list, ",")
-	}
-	p.onWriteFunctions(names)
 }
 
 func changed(a, b *Snapshot) bool {

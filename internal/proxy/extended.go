@@ -93,8 +93,13 @@ func (c *client) batchResult() (classify.Result, bool) {
 	merge := func(r classify.Result) {
 		routable = true
 		if r.Route == classify.RoutePrimary {
+			if res.Route != classify.RoutePrimary {
+				res.Reason = r.Reason
+			}
 			res.Route = classify.RoutePrimary
 		}
+		res.CopyIn = res.CopyIn || r.CopyIn
+		res.Catalog = res.Catalog || r.Catalog
 		if r.Hint == classify.RoutePrimary {
 			res.Hint = classify.RoutePrimary
 		}
@@ -113,7 +118,7 @@ func (c *client) batchResult() (classify.Result, bool) {
 		it := &c.items[i]
 		switch it.typ {
 		case msgParse:
-			merge(c.p.classifier.Classify(it.sql))
+			merge(c.classify(it.sql))
 			parsedUnnamed = parsedUnnamed || it.name == ""
 		case msgBind:
 			if it.name == "" && parsedUnnamed {
@@ -165,15 +170,22 @@ func (c *client) runBatch() error {
 	if res.Pin != classify.PinNone && c.pinnedNode == "" {
 		res.Route = classify.RoutePrimary
 	}
-	if c.deferBegin != "" && c.cur == nil {
-		res.Route = classify.RoutePrimary
-	}
 	var sc *serverConn
 	var t target
 	if c.cur != nil || routable {
 		var err error
 		if c.cur != nil {
 			t = target{node: nodeOf(c), route: "held"}
+			if pe := c.heldOnReplica(res); pe != nil {
+				// Refused without the server, whose transaction stays open for the client's ROLLBACK.
+				c.p.metrics.errors.WithLabelValues(sqlstateClass(pe.Code)).Inc()
+				out := appendError(c.out[:0], pe)
+				if c.items[len(c.items)-1].typ == msgSync {
+					c.txStatus = 'E'
+					out = appendReadyForQuery(out, 'E')
+				}
+				return c.reply(out)
+			}
 		} else if t, err = c.routeFor(res); err == nil {
 			_, t, err = c.checkoutRead(t)
 		}
@@ -235,7 +247,7 @@ func (c *client) writeItems(sc *serverConn, retryable, again bool) {
 				continue
 			}
 			ps := &prepStmt{sql: it.sql, paramTypes: it.paramTypes, internal: internalName(it.sql, it.paramTypes),
-				res: c.p.classifier.Classify(it.sql)}
+				res: c.classify(it.sql)}
 			ps.paramTypes = append([]byte(nil), it.paramTypes...)
 			if it.name == "" {
 				ps.auto = c.autoPrepareUnnamed(ps)

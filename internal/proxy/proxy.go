@@ -41,7 +41,8 @@ type Proxy struct {
 	draining     atomic.Bool            // Shutdown began: sessions end once out of a transaction
 	shutdownOnce sync.Once
 	classifier   *classify.Classifier
-	auto         autoStats // parameterized texts seen (auto_prepare)
+	vol          *volatility // per database: the functions and views whose use needs the primary
+	auto         autoStats   // parameterized texts seen (auto_prepare)
 	metrics      *metrics
 
 	ln      net.Listener
@@ -77,7 +78,8 @@ func New(cfg Config, log *slog.Logger) (*Proxy, error) {
 	}
 	p.metrics = newMetrics(p)
 	p.disc = newPoller(cfg, log.With("component", "discovery"))
-	p.disc.onWriteFunctions = p.classifier.SetWriteFunctions
+	p.vol = newVolatility(cfg, log.With("component", "volatility"), p.classifier)
+	p.disc.onRefreshFunctions = p.vol.refreshAll
 	p.disc.onNodeDown = p.abortNode
 	p.lag = newLagMonitor(cfg, log.With("component", "lag"), p.metrics)
 	p.global = &globalPosition{p: p}
@@ -242,6 +244,7 @@ func (p *Proxy) Close() error {
 		p.mu.Unlock()
 		p.cancel()
 		p.wg.Wait()
+		p.vol.close()
 		p.global.close()
 		p.auth.close()
 		p.mu.Lock()

@@ -171,7 +171,9 @@ func TestServerTLS(t *testing.T) {
 		t.Fatalf("login through the proxy to TLS servers: %v", err)
 	}
 	defer conn.Close(ctx)
-	for _, sql := range []string{"SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid() /* meridian:primary */"} {
+	// The replica's session is found by its client port: pg_backend_pid() is routed to the primary.
+	for _, sql := range []string{"SELECT ssl FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) WHERE client_port = inet_client_port() AND client_addr = inet_client_addr()",
+		"SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid() /* meridian:primary */"} {
 		var ssl bool
 		if err := conn.QueryRow(ctx, sql).Scan(&ssl); err != nil || !ssl {
 			t.Errorf("%s: ssl=%v, %v; want an encrypted server session", sql, ssl, err)

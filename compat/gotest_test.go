@@ -1,0 +1,361 @@
+//go:build compat
+
+package compat
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"time"
+)
+
+// pgxPackages are the packages of the pgx module whose tests run, as `go test` patterns.
+var pgxPackages = []string{".", "./pgconn", "./pgxpool", "./stdlib", "./pgtype"}
+
+const pgxModule = "github.com/jackc/pgx/v5"
+
+// testEvent is one line of `go test -json` (cmd/test2json).
+type testEvent struct {
+	Action  string
+	Package string
+	Test    string
+	Output  string
+}
+
+// outcome is the result of one test, top-level or subtest.
+type outcome string
+
+const (
+	outcomePass outcome = "pass"
+	outcomeFail outcome = "fail"
+	outcomeSkip outcome = "skip"
+	outcomeHang outcome = "hang" // still running when the package's binary timed out: a failure
+)
+
+// suiteResult is what one suite did in one mode.
+type suiteResult struct {
+	Pass, Fail, Skip int
+	// Failed holds the failing top-level tests, as "suite/package/Test" names, with a short reason.
+	Failed map[string]string
+}
+
+func (r *suiteResult) add(o outcome) {
+	switch o {
+	case outcomePass:
+		r.Pass++
+	case outcomeSkip:
+		r.Skip++
+	default:
+		r.Fail++
+	}
+}
+
+// pgxDir returns a writable copy of the pinned pgx module, downloaded through the Go module proxy.
+// The module cache is read-only, and `go test` in the module needs its own go.sum entries written.
+func pgxDir(ctx context.Context, tmp string) (string, error) {
+	cmd := exec.CommandContext(ctx, "go", "mod", "download", "-json", pgxModule+"@"+PgxVersion)
+	cmd.Env = append(os.Environ(), "GOFLAGS=-mod=mod")
+	cmd.Dir = tmp
+	out, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Errorf("go mod download %s@%s: %w: %s", pgxModule, PgxVersion, err, stderrOf(err))
+	}
+	var mod struct{ Dir, Error string }
+	if err := json.Unmarshal(out, &mod); err != nil {
+		return "", fmt.Errorf("go mod download: %w", err)
+	}
+	if mod.Error != "" || mod.Dir == "" {
+		return "", fmt.Errorf("go mod download %s@%s: %s", pgxModule, PgxVersion, mod.Error)
+	}
+	dst := filepath.Join(tmp, "pgx")
+	if err := copyTree(mod.Dir, dst); err != nil {
+		return "", fmt.Errorf("copy pgx module: %w", err)
+	}
+	dl := exec.CommandContext(ctx, "go", "mod", "download")
+	dl.Dir = dst
+	if out, err := dl.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("download pgx's dependencies: %w: %s", err, out)
+	}
+	return dst, nil
+}
+
+func stderrOf(err error) string {
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return string(ee.Stderr)
+	}
+	return ""
+}
+
+// copyTree copies a directory of regular files, making everything writable.
+func copyTree(src, dst string) error {
+	return filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(src, p)
+		target := filepath.Join(dst, rel)
+		if d.IsDir() {
+			return os.MkdirAll(target, 0o755)
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(target, b, 0o644)
+	})
+}
+
+// pgxRun configures one run of the pgx suite.
+type pgxRun struct {
+	Dir      string        // the writable module copy
+	Env      []string      // PGX_TEST_* settings
+	Timeout  time.Duration // per package binary: a test still running then is a hang
+	Deadline time.Time     // no new attempt starts after it
+	Log      io.Writer     // the raw -json stream of every attempt
+}
+
+// runPgx runs the pgx packages and returns per-test outcomes keyed by "package/Test[/sub]". When a
+// package's binary times out, the tests still running are hangs, and the package runs again without
+// them and without the tests it already finished, so one hang costs one test, not the package.
+func runPgx(ctx context.Context, r pgxRun) (map[string]outcome, []string, error) {
+	results := map[string]outcome{}
+	var notes []string
+	type pkgState struct{ skip []string } // top-level tests not to run again
+	pending := map[string]*pkgState{}
+	for _, p := range pgxPackages {
+		pending[p] = &pkgState{}
+	}
+	for attempt := 1; len(pending) > 0; attempt++ {
+		if attempt > 1 && time.Now().After(r.Deadline) {
+			for p := range pending {
+				notes = append(notes, fmt.Sprintf("package %s not finished: out of time after a hang", p))
+			}
+			break
+		}
+		// Packages with the same skip list run in one `go test` invocation (-p 2).
+		groups := map[string][]string{}
+		for p, st := range pending {
+			key := strings.Join(st.skip, "|")
+			groups[key] = append(groups[key], p)
+		}
+		keys := make([]string, 0, len(groups))
+		for k := range groups {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		next := map[string]*pkgState{}
+		for _, key := range keys {
+			pkgs := groups[key]
+			sort.Strings(pkgs)
+			args := []string{"test", "-json", "-count=1", "-p", "2", "-timeout", r.Timeout.String()}
+			if key != "" {
+				args = append(args, "-skip", "^("+key+")$")
+			}
+			args = append(args, pkgs...)
+			fmt.Fprintf(r.Log, "## attempt %d: go %s\n", attempt, strings.Join(args, " "))
+			cmd := exec.CommandContext(ctx, "go", args...)
+			cmd.Dir = r.Dir
+			cmd.Env = append(os.Environ(), r.Env...)
+			var stderr bytes.Buffer
+			cmd.Stderr = &stderr
+			stdout, err := cmd.StdoutPipe()
+			if err != nil {
+				return nil, nil, err
+			}
+			if err := cmd.Start(); err != nil {
+				return nil, nil, fmt.Errorf("go test: %w", err)
+			}
+			p := newParser()
+			sc := bufio.NewScanner(io.TeeReader(stdout, r.Log))
+			sc.Buffer(make([]byte, 1<<20), 16<<20)
+			for sc.Scan() {
+				p.line(sc.Bytes())
+			}
+			werr := cmd.Wait()
+			if ctx.Err() != nil {
+				return nil, nil, fmt.Errorf("pgx suite: %w", ctx.Err())
+			}
+			if werr != nil && len(p.events) == 0 {
+				return nil, nil, fmt.Errorf("go test %s: %w: %s", strings.Join(pkgs, " "), werr, stderr.String())
+			}
+			for _, pkg := range pkgs {
+				path := importPath(pkg)
+				hung := p.hung(path)
+				for name, o := range p.outcomes(path) {
+					results[shortPkg(path)+"/"+name] = o
+				}
+				if len(hung) == 0 {
+					if !p.finished[path] {
+						notes = append(notes, fmt.Sprintf("package %s: no result (build failure?): %s", pkg, p.pkgOutput[path]))
+						results[shortPkg(path)+"/(package)"] = outcomeFail
+					}
+					continue
+				}
+				st := &pkgState{skip: append([]string(nil), pending[pkg].skip...)}
+				for _, h := range hung {
+					results[shortPkg(path)+"/"+h] = outcomeHang
+					notes = append(notes, fmt.Sprintf("%s/%s hung (still running after %s); package %s runs again without it", shortPkg(path), h, r.Timeout, pkg))
+				}
+				st.skip = append(st.skip, p.topLevelDone(path)...)
+				for _, h := range hung {
+					st.skip = append(st.skip, regexp.QuoteMeta(strings.SplitN(h, "/", 2)[0]))
+				}
+				sort.Strings(st.skip)
+				next[pkg] = st
+			}
+		}
+		pending = next
+	}
+	return results, notes, nil
+}
+
+func importPath(pkg string) string {
+	if pkg == "." {
+		return pgxModule
+	}
+	return pgxModule + "/" + strings.TrimPrefix(pkg, "./")
+}
+
+func shortPkg(path string) string {
+	if path == pgxModule {
+		return "pgx"
+	}
+	return strings.TrimPrefix(path, pgxModule+"/")
+}
+
+// parser collects the events of one `go test -json` run.
+type parser struct {
+	events    int
+	state     map[string]map[string]outcome // package → test → outcome ("" while running)
+	order     map[string][]string           // package → tests in the order they started
+	finished  map[string]bool               // package → its binary reported pass/fail
+	pkgOutput map[string]string             // package-level output (build errors, timeout panics)
+}
+
+func newParser() *parser {
+	return &parser{state: map[string]map[string]outcome{}, order: map[string][]string{}, finished: map[string]bool{}, pkgOutput: map[string]string{}}
+}
+
+func (p *parser) line(b []byte) {
+	var e testEvent
+	if json.Unmarshal(b, &e) != nil || e.Package == "" {
+		return
+	}
+	p.events++
+	if e.Test == "" {
+		switch e.Action {
+		case "pass", "fail", "skip":
+			p.finished[e.Package] = true
+		case "output":
+			if len(p.pkgOutput[e.Package]) < 64<<10 {
+				p.pkgOutput[e.Package] += e.Output
+			}
+		}
+		return
+	}
+	tests := p.state[e.Package]
+	if tests == nil {
+		tests = map[string]outcome{}
+		p.state[e.Package] = tests
+	}
+	switch e.Action {
+	case "run":
+		if _, ok := tests[e.Test]; !ok {
+			p.order[e.Package] = append(p.order[e.Package], e.Test)
+		}
+		tests[e.Test] = ""
+	case "pass", "fail", "skip":
+		tests[e.Test] = outcome(e.Action)
+	case "output":
+		if strings.Contains(e.Output, "panic: test timed out after") || strings.HasPrefix(strings.TrimSpace(e.Output), "running tests:") {
+			p.pkgOutput[e.Package] += e.Output
+		}
+	}
+}
+
+// timeoutRunning matches the test list the testing package prints when a binary times out:
+// "panic: test timed out after 2m0s\n\trunning tests:\n\t\tTestX/sub (2m0s)".
+var timeoutRunning = regexp.MustCompile(`(?m)^\s+(Test\S*) \([0-9.hms]+\)$`)
+
+// hung returns the tests (deepest names) still running when path's binary timed out.
+func (p *parser) hung(path string) []string {
+	out := p.pkgOutput[path]
+	if !strings.Contains(out, "panic: test timed out after") {
+		return nil
+	}
+	var names []string
+	for _, m := range timeoutRunning.FindAllStringSubmatch(out, -1) {
+		names = append(names, m[1])
+	}
+	if len(names) == 0 { // fall back to what never ended
+		for _, t := range p.order[path] {
+			if p.state[path][t] == "" || p.state[path][t] == outcomeFail {
+				names = append(names, t)
+			}
+		}
+	}
+	return names
+}
+
+// outcomes returns the finished tests of path; tests still running at a timeout are left to hung().
+func (p *parser) outcomes(path string) map[string]outcome {
+	res := map[string]outcome{}
+	timedOut := strings.Contains(p.pkgOutput[path], "panic: test timed out after")
+	hung := map[string]bool{}
+	for _, h := range p.hung(path) {
+		parts := strings.Split(h, "/")
+		for i := range parts {
+			hung[strings.Join(parts[:i+1], "/")] = true
+		}
+	}
+	for t, o := range p.state[path] {
+		if o == "" || (timedOut && hung[t]) {
+			continue
+		}
+		res[t] = o
+	}
+	return res
+}
+
+// topLevelDone returns the top-level tests of path that finished (as -skip regexp alternatives).
+func (p *parser) topLevelDone(path string) []string {
+	var done []string
+	for _, t := range p.order[path] {
+		if !strings.Contains(t, "/") && p.state[path][t] != "" {
+			done = append(done, regexp.QuoteMeta(t))
+		}
+	}
+	return done
+}
+
+// summarize turns per-test outcomes into counts and the failing top-level tests of suite.
+func summarize(suite string, results map[string]outcome) suiteResult {
+	r := suiteResult{Failed: map[string]string{}}
+	for name, o := range results {
+		r.add(o)
+		if o == outcomeFail || o == outcomeHang {
+			// pkg/TestX/sub → suite/pkg/TestX
+			parts := strings.SplitN(name, "/", 3)
+			top := suite + "/" + parts[0]
+			if len(parts) > 1 {
+				top += "/" + parts[1]
+			}
+			if o == outcomeHang || r.Failed[top] == "" {
+				r.Failed[top] = string(o)
+			}
+		}
+	}
+	return r
+}

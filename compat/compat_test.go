@@ -66,7 +66,11 @@ func TestCompat(t *testing.T) {
 
 	var pgx string
 	if slices.Contains(suites, "pgx") {
-		if pgx, err = pgxDir(pgtest.Context(t, 10*time.Minute), t.TempDir()); err != nil {
+		cache, err := os.UserCacheDir()
+		if err != nil {
+			cache = os.TempDir()
+		}
+		if pgx, err = pgxDir(pgtest.Context(t, 10*time.Minute), cache); err != nil {
 			t.Fatal(err)
 		}
 	}

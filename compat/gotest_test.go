@@ -62,11 +62,18 @@ func (r *suiteResult) add(o outcome) {
 }
 
 // pgxDir returns a writable copy of the pinned pgx module, downloaded through the Go module proxy.
-// The module cache is read-only, and `go test` in the module needs its own go.sum entries written.
-func pgxDir(ctx context.Context, tmp string) (string, error) {
+// The module cache is read-only, and `go test` in the module writes go.sum entries. The copy is kept
+// in the user's cache directory (under base) so that the build cache, which keys on the package
+// directory, compiles pgx's test binaries once, not on every run.
+func pgxDir(ctx context.Context, base string) (string, error) {
+	dst := filepath.Join(base, "meridian-compat", "pgx@"+PgxVersion)
+	done := filepath.Join(dst, ".meridian-complete")
+	if _, err := os.Stat(done); err == nil {
+		return dst, nil
+	}
 	cmd := exec.CommandContext(ctx, "go", "mod", "download", "-json", pgxModule+"@"+PgxVersion)
 	cmd.Env = append(os.Environ(), "GOFLAGS=-mod=mod")
-	cmd.Dir = tmp
+	cmd.Dir = os.TempDir() // outside any module
 	out, err := cmd.Output()
 	if err != nil {
 		return "", fmt.Errorf("go mod download %s@%s: %w: %s", pgxModule, PgxVersion, err, stderrOf(err))
@@ -78,7 +85,9 @@ func pgxDir(ctx context.Context, tmp string) (string, error) {
 	if mod.Error != "" || mod.Dir == "" {
 		return "", fmt.Errorf("go mod download %s@%s: %s", pgxModule, PgxVersion, mod.Error)
 	}
-	dst := filepath.Join(tmp, "pgx")
+	if err := os.RemoveAll(dst); err != nil {
+		return "", err
+	}
 	if err := copyTree(mod.Dir, dst); err != nil {
 		return "", fmt.Errorf("copy pgx module: %w", err)
 	}
@@ -87,7 +96,7 @@ func pgxDir(ctx context.Context, tmp string) (string, error) {
 	if out, err := dl.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("download pgx's dependencies: %w: %s", err, out)
 	}
-	return dst, nil
+	return dst, os.WriteFile(done, nil, 0o644)
 }
 
 func stderrOf(err error) string {
@@ -187,7 +196,7 @@ func runPgx(ctx context.Context, r pgxRun) (map[string]outcome, []string, error)
 			if ctx.Err() != nil {
 				return nil, nil, fmt.Errorf("pgx suite: %w", ctx.Err())
 			}
-			if werr != nil && len(p.events) == 0 {
+			if werr != nil && p.events == 0 {
 				return nil, nil, fmt.Errorf("go test %s: %w: %s", strings.Join(pkgs, " "), werr, stderr.String())
 			}
 			for _, pkg := range pkgs {

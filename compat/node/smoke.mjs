@@ -293,7 +293,7 @@ for (const [driver, cases] of [['pg', pgCases], ['postgres', pjsCases]]) {
     const a = JSON.stringify(want); const b = JSON.stringify(got)
     const ok = a === b && !('error' in want)
     const detail = ok ? '' : ('error' in want ? `direct failed: ${a}` : `direct ${a} ≠ ${mode} ${b}`)
-    console.log(JSON.stringify({ name: full, status: ok ? 'pass' : 'fail', detail }))
+    console.log(JSON.stringify({ name: full, status: ok ? 'pass' : 'fail', detail, direct: want }))
   }
 }
 process.exit(0)

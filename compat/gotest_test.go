@@ -247,14 +247,18 @@ func shortPkg(path string) string {
 // parser collects the events of one `go test -json` run.
 type parser struct {
 	events    int
-	state     map[string]map[string]outcome // package → test → outcome ("" while running)
+	state     map[string]map[string]outcome // package → test → outcome ("" while running or paused)
 	order     map[string][]string           // package → tests in the order they started
 	finished  map[string]bool               // package → its binary reported pass/fail
-	pkgOutput map[string]string             // package-level output (build errors, timeout panics)
+	pkgOutput map[string]string             // package-level output (build errors)
+	timeout   map[string]string             // package → the timeout panic and the list after it
 }
 
 func newParser() *parser {
-	return &parser{state: map[string]map[string]outcome{}, order: map[string][]string{}, finished: map[string]bool{}, pkgOutput: map[string]string{}}
+	return &parser{
+		state: map[string]map[string]outcome{}, order: map[string][]string{}, finished: map[string]bool{},
+		pkgOutput: map[string]string{}, timeout: map[string]string{},
+	}
 }
 
 func (p *parser) line(b []byte) {
@@ -263,6 +267,16 @@ func (p *parser) line(b []byte) {
 		return
 	}
 	p.events++
+	// The timeout panic is attributed to whichever test printed last; collect it by package.
+	if e.Action == "output" {
+		if t, ok := p.timeout[e.Package]; ok {
+			if len(t) < 64<<10 {
+				p.timeout[e.Package] = t + e.Output
+			}
+		} else if strings.HasPrefix(e.Output, "panic: test timed out after") {
+			p.timeout[e.Package] = e.Output
+		}
+	}
 	if e.Test == "" {
 		switch e.Action {
 		case "pass", "fail", "skip":
@@ -287,41 +301,36 @@ func (p *parser) line(b []byte) {
 		tests[e.Test] = ""
 	case "pass", "fail", "skip":
 		tests[e.Test] = outcome(e.Action)
-	case "output":
-		if strings.Contains(e.Output, "panic: test timed out after") || strings.HasPrefix(strings.TrimSpace(e.Output), "running tests:") {
-			p.pkgOutput[e.Package] += e.Output
-		}
 	}
 }
 
 // timeoutRunning matches the test list the testing package prints when a binary times out:
-// "panic: test timed out after 2m0s\n\trunning tests:\n\t\tTestX/sub (2m0s)".
-var timeoutRunning = regexp.MustCompile(`(?m)^\s+(Test\S*) \([0-9.hms]+\)$`)
+// "panic: test timed out after 2m0s\n\trunning tests:\n\t\tTestX/sub (2m0s)\n".
+var timeoutRunning = regexp.MustCompile(`(?m)^\t\t(Test\S*) \([0-9.hms]+\)$`)
 
-// hung returns the tests (deepest names) still running when path's binary timed out.
+// hung returns the tests (as printed: deepest names) still running when path's binary timed out.
 func (p *parser) hung(path string) []string {
-	out := p.pkgOutput[path]
-	if !strings.Contains(out, "panic: test timed out after") {
+	out, ok := p.timeout[path]
+	if !ok {
 		return nil
+	}
+	if i := strings.Index(out, "\n\n"); i >= 0 { // the list ends at the first blank line
+		out = out[:i]
 	}
 	var names []string
 	for _, m := range timeoutRunning.FindAllStringSubmatch(out, -1) {
 		names = append(names, m[1])
 	}
-	if len(names) == 0 { // fall back to what never ended
-		for _, t := range p.order[path] {
-			if p.state[path][t] == "" || p.state[path][t] == outcomeFail {
-				names = append(names, t)
-			}
-		}
+	if len(names) == 0 {
+		names = []string{"(timeout: running tests unknown)"}
 	}
 	return names
 }
 
-// outcomes returns the finished tests of path; tests still running at a timeout are left to hung().
+// outcomes returns the finished tests of path. Tests still running at a timeout (and their parents)
+// are left to hung(): test2json may report them as failed when the binary dies.
 func (p *parser) outcomes(path string) map[string]outcome {
 	res := map[string]outcome{}
-	timedOut := strings.Contains(p.pkgOutput[path], "panic: test timed out after")
 	hung := map[string]bool{}
 	for _, h := range p.hung(path) {
 		parts := strings.Split(h, "/")
@@ -330,7 +339,7 @@ func (p *parser) outcomes(path string) map[string]outcome {
 		}
 	}
 	for t, o := range p.state[path] {
-		if o == "" || (timedOut && hung[t]) {
+		if o == "" || hung[t] {
 			continue
 		}
 		res[t] = o

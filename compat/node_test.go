@@ -63,8 +63,8 @@ func runNodeMode(t *testing.T, mode, target string, c *pgtest.Cluster, out strin
 			res.Skip++
 		default:
 			res.Fail++
-			res.Failed["node/"+nc.Name] = nc.Detail
-			t.Logf("%s node/%s: %s", mode, nc.Name, nc.Detail)
+			res.Failed["node/"+nc.Name] = clip(nc.Detail, 300)
+			t.Logf("%s node/%s: %s", mode, nc.Name, clip(nc.Detail, 2000))
 		}
 	}
 	if err != nil {
@@ -81,4 +81,12 @@ func lastLines(s string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// clip shortens s to about n bytes for the log; the whole answer is in the per-mode file.
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
 }

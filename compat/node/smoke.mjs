@@ -46,14 +46,18 @@ class Run {
   close () { for (const f of this.closers) { try { f() } catch {} } }
 }
 
+const md5 = (s) => createHash('md5').update(s).digest('hex')
 const sleep = (ms) => new Promise(resolve => setTimeout(resolve, ms))
 const timeout = (p, ms, what = 'timeout') => Promise.race([p, sleep(ms).then(() => { throw Object.assign(new Error(what), { code: what }) })])
+
+// short keeps answers readable: a long string becomes its length and digest.
+const short = (v) => typeof v === 'string' && v.length > 40 ? `${v.length}:${md5(v).slice(0, 12)}` : v
 
 // answer turns a promise into a comparable value: rows, or the error's SQLSTATE.
 async function answer (p) {
   try {
     const r = await p
-    return { rows: (r.rows ?? Array.from(r)).map(row => ({ ...row })) }
+    return { rows: (r.rows ?? Array.from(r)).map(row => Object.fromEntries(Object.entries(row).map(([k, v]) => [k, short(v)]))) }
   } catch (e) {
     return { error: e.code || e.message }
   }
@@ -87,7 +91,6 @@ async function dropTable (table) {
 }
 
 const copyLines = Array.from({ length: 1000 }, (_, i) => `${i}\t${i * 2}\n`).join('')
-const md5 = (s) => createHash('md5').update(s).digest('hex')
 
 // ---- node-postgres ----
 

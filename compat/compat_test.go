@@ -150,7 +150,11 @@ func TestCompat(t *testing.T) {
 		}
 		ran[r.mode][r.suite] = r.res
 	}
-	for _, problem := range check(expected, ran) {
+	problems, notes := check(expected, ran)
+	for _, n := range notes {
+		t.Log(n)
+	}
+	for _, problem := range problems {
 		t.Error(problem)
 	}
 }
@@ -165,7 +169,7 @@ func runPgxMode(t *testing.T, dir, mode, target, out string) suiteResult {
 		t.Fatal(err)
 	}
 	defer log.Close()
-	timeout := durationEnv(t, "COMPAT_PGX_TIMEOUT", 3*time.Minute)
+	timeout := durationEnv(t, "COMPAT_PGX_TIMEOUT", 150*time.Second)
 	results, notes, err := runPgx(pgtest.Context(t, 30*time.Minute), pgxRun{
 		Dir:      dir,
 		Env:      []string{"PGX_TEST_DATABASE=" + conn, "PGX_TEST_TCP_CONN_STRING=" + conn},

@@ -17,13 +17,17 @@ type key struct{ mode, test string }
 //
 //	<mode> <suite/package/Test>  # bug: <diagnosis>
 //	<mode> <suite/package/Test>  # inherent: <why transaction pooling cannot do this>
+//	<mode> <suite/package/Test>  # flaky: <diagnosis of a bug whose failure depends on timing>
+//
+// A bug or inherent line must fail; a flaky line may pass (it is reported when it does), because
+// the bug behind it shows only with some timings (e.g. a replica's replay racing a read).
 type expectation struct {
 	kind, reason string
 	line         int
 }
 
-// readExpected parses the expected-failures file. Every entry needs a reason of kind "bug" or
-// "inherent"; "inherent" is accepted only in transaction mode (session mode must end with none).
+// readExpected parses the expected-failures file. Every entry needs a reason of kind "bug", "flaky"
+// or "inherent"; "inherent" is accepted only in transaction mode (session mode must end with none).
 func readExpected(path string) (map[key]expectation, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -43,11 +47,11 @@ func readExpected(path string) (map[key]expectation, error) {
 		kind = strings.TrimSpace(kind)
 		switch {
 		case len(fields) != 2:
-			return nil, fmt.Errorf("%s:%d: want \"<mode> <test>  # bug|inherent: reason\", got %q", path, n, line)
+			return nil, fmt.Errorf("%s:%d: want \"<mode> <test>  # bug|flaky|inherent: reason\", got %q", path, n, line)
 		case fields[0] != modeDirect && fields[0] != modeSession && fields[0] != modeTransaction:
 			return nil, fmt.Errorf("%s:%d: unknown mode %q (direct, session or transaction)", path, n, fields[0])
-		case !ok || strings.TrimSpace(reason) == "" || (kind != "bug" && kind != "inherent"):
-			return nil, fmt.Errorf("%s:%d: the reason must read \"# bug: ...\" or \"# inherent: ...\"", path, n)
+		case !ok || strings.TrimSpace(reason) == "" || (kind != "bug" && kind != "flaky" && kind != "inherent"):
+			return nil, fmt.Errorf("%s:%d: the reason must read \"# bug: ...\", \"# flaky: ...\" or \"# inherent: ...\"", path, n)
 		case kind == "inherent" && fields[0] != modeTransaction:
 			return nil, fmt.Errorf("%s:%d: only transaction mode may have inherent failures", path, n)
 		}
@@ -61,9 +65,9 @@ func readExpected(path string) (map[key]expectation, error) {
 }
 
 // check compares what ran (mode → suite → result) with the expectations: a failure not listed is a
-// problem, and so is a listed test of a suite that ran which did not fail (fixed: delete the line).
-func check(exp map[key]expectation, ran map[string]map[string]suiteResult) []string {
-	var problems []string
+// problem, and so is a listed test of a suite that ran which did not fail (fixed: delete the line),
+// unless its line says flaky; those are returned as notes.
+func check(exp map[key]expectation, ran map[string]map[string]suiteResult) (problems, notes []string) {
 	for mode, suites := range ran {
 		for _, res := range suites {
 			for test, how := range res.Failed {
@@ -80,9 +84,14 @@ func check(exp map[key]expectation, ran map[string]map[string]suiteResult) []str
 			continue // not run this time
 		}
 		if _, failed := res.Failed[k.test]; !failed {
+			if e.kind == "flaky" {
+				notes = append(notes, fmt.Sprintf("%s %s: listed as flaky (line %d), passed this time", k.mode, k.test, e.line))
+				continue
+			}
 			problems = append(problems, fmt.Sprintf("%s %s: listed in expected-failures.txt (line %d) but did not fail: delete the line", k.mode, k.test, e.line))
 		}
 	}
 	sort.Strings(problems)
-	return problems
+	sort.Strings(notes)
+	return problems, notes
 }

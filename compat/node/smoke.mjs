@@ -84,6 +84,27 @@ async function waitRunning (marker) {
   }
 }
 
+// caughtUp waits until every replica has replayed the primary's WAL so far. Cases call it before a
+// second connection reads what the first one changed: a new client's read may go to a replica, and
+// read-your-writes across client connections is not what these cases test (docs/consistency.md).
+async function caughtUp () {
+  const primary = new pg.Client({ connectionString: direct })
+  await primary.connect()
+  const { rows: [{ lsn }] } = await primary.query('select pg_current_wal_lsn()::text as lsn')
+  await primary.end()
+  for (const url of observers) {
+    const c = new pg.Client({ connectionString: url })
+    await c.connect()
+    try {
+      for (let i = 0; i < 200; i++) {
+        const { rows: [r] } = await c.query('select not pg_is_in_recovery() or pg_last_wal_replay_lsn() >= $1::pg_lsn as ok', [lsn])
+        if (r.ok) break
+        await sleep(25)
+      }
+    } finally { await c.end() }
+  }
+}
+
 async function dropTable (table) {
   const c = new pg.Client({ connectionString: direct })
   await c.connect()
@@ -105,6 +126,7 @@ const pgCases = {
     const q = { name: 'compat_sel', text: `select * from ${t} where a = $1`, values: [1] }
     const before = await answer(c1.query(q))
     await c1.query(`alter table ${t} add column c int default 3`)
+    await caughtUp()
     const sameConn = await answer(c1.query(q))
     const c2 = await run.pg()
     const newConn = await answer(c2.query(q))
@@ -199,6 +221,7 @@ const pjsCases = {
     const q = (sql) => sql.unsafe(`select * from ${t} where a = $1`, [1], { prepare: true })
     const before = await answer(q(sql1))
     await sql1.unsafe(`alter table ${t} add column c int default 3`)
+    await caughtUp()
     const sql2 = run.pjs()
     const newConn = await answer(q(sql2))
     const sameConn = await answer(q(sql1))

@@ -284,11 +284,12 @@ const pjsCases = {
     await Promise.all(Array.from({ length: 16 }, async (_, w) => {
       for (let i = 0; i < 25; i++) {
         try {
-          found += await sql.begin(async tx => {
+          const n = await sql.begin(async tx => {
             const [{ id }] = await tx`insert into ${tx(t)} (w, i) values (${w}, ${i}) returning id`
             const [{ n }] = await tx`select count(*)::int as n from ${tx(t)} where id = ${id}`
             return n
           })
+          found += n // not `found += await ...`: that reads found before the await
         } catch (e) { errors.push(e.code || e.message) }
       }
     }))

@@ -53,6 +53,28 @@ func TestParserTimeout(t *testing.T) {
 	}
 }
 
+// TestParserPanic: a test that panics ends its binary; it is recorded, so the package can run again.
+func TestParserPanic(t *testing.T) {
+	const pkg = pgxModule
+	p := newParser()
+	for _, l := range []string{
+		`{"Action":"run","Package":"` + pkg + `","Test":"TestA"}`,
+		`{"Action":"output","Package":"` + pkg + `","Test":"TestA","Output":"panic: runtime error: index out of range [1] with length 1\n"}`,
+		`{"Action":"fail","Package":"` + pkg + `","Test":"TestA"}`,
+		`{"Action":"run","Package":"` + pkg + `","Test":"TestNeverRan"}`,
+		`{"Action":"pause","Package":"` + pkg + `","Test":"TestNeverRan"}`,
+		`{"Action":"fail","Package":"` + pkg + `"}`,
+	} {
+		p.line([]byte(l))
+	}
+	if diff := cmp.Diff([]string{"TestA"}, p.crashed[pkg]); diff != "" {
+		t.Errorf("crashed (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]string{"TestA"}, p.topLevelDone(pkg)); diff != "" {
+		t.Errorf("done (-want +got):\n%s", diff)
+	}
+}
+
 func TestCheck(t *testing.T) {
 	dir := t.TempDir()
 	file := filepath.Join(dir, "expected-failures.txt")

@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -136,8 +137,9 @@ type pgxRun struct {
 }
 
 // runPgx runs the pgx packages and returns per-test outcomes keyed by "package/Test[/sub]". When a
-// package's binary times out, the tests still running are hangs, and the package runs again without
-// them and without the tests it already finished, so one hang costs one test, not the package.
+// package's binary times out, the tests still running are hangs; when a test panics, the binary ends
+// too. Either way the package runs again without those tests and without the tests it already
+// finished, so one hang or panic costs one test, not the rest of the package.
 func runPgx(ctx context.Context, r pgxRun) (map[string]outcome, []string, error) {
 	results := map[string]outcome{}
 	var notes []string
@@ -202,10 +204,15 @@ func runPgx(ctx context.Context, r pgxRun) (map[string]outcome, []string, error)
 			for _, pkg := range pkgs {
 				path := importPath(pkg)
 				hung := p.hung(path)
+				crashed := p.crashed[path]
 				for name, o := range p.outcomes(path) {
 					results[shortPkg(path)+"/"+name] = o
 				}
-				if len(hung) == 0 {
+				for _, c := range crashed {
+					results[shortPkg(path)+"/"+c] = outcomeFail
+					notes = append(notes, fmt.Sprintf("%s/%s panicked, ending its package's binary; package %s runs again without it", shortPkg(path), c, pkg))
+				}
+				if len(hung) == 0 && len(crashed) == 0 {
 					if !p.finished[path] {
 						notes = append(notes, fmt.Sprintf("package %s: no result (build failure?): %s", pkg, p.pkgOutput[path]))
 						results[shortPkg(path)+"/(package)"] = outcomeFail
@@ -218,7 +225,7 @@ func runPgx(ctx context.Context, r pgxRun) (map[string]outcome, []string, error)
 					notes = append(notes, fmt.Sprintf("%s/%s hung (still running after %s); package %s runs again without it", shortPkg(path), h, r.Timeout, pkg))
 				}
 				st.skip = append(st.skip, p.topLevelDone(path)...)
-				for _, h := range hung {
+				for _, h := range append(hung, crashed...) {
 					st.skip = append(st.skip, regexp.QuoteMeta(strings.SplitN(h, "/", 2)[0]))
 				}
 				sort.Strings(st.skip)
@@ -252,12 +259,13 @@ type parser struct {
 	finished  map[string]bool               // package → its binary reported pass/fail
 	pkgOutput map[string]string             // package-level output (build errors)
 	timeout   map[string]string             // package → the timeout panic and the list after it
+	crashed   map[string][]string           // package → tests that panicked (and so ended the binary)
 }
 
 func newParser() *parser {
 	return &parser{
 		state: map[string]map[string]outcome{}, order: map[string][]string{}, finished: map[string]bool{},
-		pkgOutput: map[string]string{}, timeout: map[string]string{},
+		pkgOutput: map[string]string{}, timeout: map[string]string{}, crashed: map[string][]string{},
 	}
 }
 
@@ -301,6 +309,11 @@ func (p *parser) line(b []byte) {
 		tests[e.Test] = ""
 	case "pass", "fail", "skip":
 		tests[e.Test] = outcome(e.Action)
+	case "output":
+		// A panic in a test (not the timeout's) ends the binary; test2json attributes it rightly.
+		if strings.HasPrefix(e.Output, "panic: ") && !strings.HasPrefix(e.Output, "panic: test timed out") && !slices.Contains(p.crashed[e.Package], e.Test) {
+			p.crashed[e.Package] = append(p.crashed[e.Package], e.Test)
+		}
 	}
 }
 

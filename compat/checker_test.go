@@ -73,6 +73,29 @@ func TestParserPanic(t *testing.T) {
 	if diff := cmp.Diff([]string{"TestA"}, p.topLevelDone(pkg)); diff != "" {
 		t.Errorf("done (-want +got):\n%s", diff)
 	}
+
+	// A goroutine of a finished test fails while another test runs: the finished one is the culprit,
+	// the running one runs again.
+	p = newParser()
+	for _, l := range []string{
+		`{"Action":"run","Package":"` + pkg + `","Test":"TestLeaky"}`,
+		`{"Action":"pass","Package":"` + pkg + `","Test":"TestLeaky"}`,
+		`{"Action":"run","Package":"` + pkg + `","Test":"TestBystander"}`,
+		`{"Action":"output","Package":"` + pkg + `","Test":"TestBystander","Output":"panic: Fail in goroutine after TestLeaky has completed\n"}`,
+		`{"Action":"fail","Package":"` + pkg + `","Test":"TestBystander"}`,
+		`{"Action":"fail","Package":"` + pkg + `"}`,
+	} {
+		p.line([]byte(l))
+	}
+	if diff := cmp.Diff([]string{"TestLeaky"}, p.crashed[pkg]); diff != "" {
+		t.Errorf("crashed (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]string{"TestLeaky"}, p.topLevelDone(pkg)); diff != "" {
+		t.Errorf("done (-want +got):\n%s", diff)
+	}
+	if _, ok := p.outcomes(pkg)["TestBystander"]; ok {
+		t.Error("the bystander has an outcome; it should run again")
+	}
 }
 
 func TestCheck(t *testing.T) {

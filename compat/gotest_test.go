@@ -260,12 +260,14 @@ type parser struct {
 	pkgOutput map[string]string             // package-level output (build errors)
 	timeout   map[string]string             // package → the timeout panic and the list after it
 	crashed   map[string][]string           // package → tests that panicked (and so ended the binary)
+	innocent  map[string][]string           // package → tests running when another test's goroutine panicked
 }
 
 func newParser() *parser {
 	return &parser{
 		state: map[string]map[string]outcome{}, order: map[string][]string{}, finished: map[string]bool{},
 		pkgOutput: map[string]string{}, timeout: map[string]string{}, crashed: map[string][]string{},
+		innocent: map[string][]string{},
 	}
 }
 
@@ -310,12 +312,25 @@ func (p *parser) line(b []byte) {
 	case "pass", "fail", "skip":
 		tests[e.Test] = outcome(e.Action)
 	case "output":
-		// A panic in a test (not the timeout's) ends the binary; test2json attributes it rightly.
-		if strings.HasPrefix(e.Output, "panic: ") && !strings.HasPrefix(e.Output, "panic: test timed out") && !slices.Contains(p.crashed[e.Package], e.Test) {
-			p.crashed[e.Package] = append(p.crashed[e.Package], e.Test)
+		// A panic in a test (not the timeout's) ends the binary. test2json attributes it to the
+		// running test, except "Fail in goroutine after TestX has completed", which names the culprit:
+		// then the running test is innocent and runs again.
+		if !strings.HasPrefix(e.Output, "panic: ") || strings.HasPrefix(e.Output, "panic: test timed out") {
+			break
+		}
+		culprit := e.Test
+		if m := failAfter.FindStringSubmatch(e.Output); m != nil {
+			culprit = m[1]
+			p.innocent[e.Package] = append(p.innocent[e.Package], e.Test)
+		}
+		if !slices.Contains(p.crashed[e.Package], culprit) {
+			p.crashed[e.Package] = append(p.crashed[e.Package], culprit)
 		}
 	}
 }
+
+// failAfter matches the testing package's panic when a test's goroutine fails after the test ended.
+var failAfter = regexp.MustCompile(`^panic: Fail in goroutine after (\S+) has completed`)
 
 // timeoutRunning matches the test list the testing package prints when a binary times out:
 // "panic: test timed out after 2m0s\n\trunning tests:\n\t\tTestX/sub (2m0s)\n".
@@ -352,7 +367,7 @@ func (p *parser) outcomes(path string) map[string]outcome {
 		}
 	}
 	for t, o := range p.state[path] {
-		if o == "" || hung[t] {
+		if o == "" || hung[t] || p.isInnocent(path, t) {
 			continue
 		}
 		res[t] = o
@@ -360,11 +375,22 @@ func (p *parser) outcomes(path string) map[string]outcome {
 	return res
 }
 
+// isInnocent reports whether t (or its top-level test) was only a bystander of another test's panic.
+func (p *parser) isInnocent(path, t string) bool {
+	top, _, _ := strings.Cut(t, "/")
+	for _, i := range p.innocent[path] {
+		if it, _, _ := strings.Cut(i, "/"); it == top {
+			return true
+		}
+	}
+	return false
+}
+
 // topLevelDone returns the top-level tests of path that finished (as -skip regexp alternatives).
 func (p *parser) topLevelDone(path string) []string {
 	var done []string
 	for _, t := range p.order[path] {
-		if !strings.Contains(t, "/") && p.state[path][t] != "" {
+		if !strings.Contains(t, "/") && p.state[path][t] != "" && !p.isInnocent(path, t) {
 			done = append(done, regexp.QuoteMeta(t))
 		}
 	}

@@ -169,7 +169,7 @@ func runPgxMode(t *testing.T, dir, mode, target, out string) suiteResult {
 		t.Fatal(err)
 	}
 	defer log.Close()
-	timeout := durationEnv(t, "COMPAT_PGX_TIMEOUT", 150*time.Second)
+	timeout := durationEnv(t, "COMPAT_PGX_TIMEOUT", 110*time.Second)
 	results, notes, err := runPgx(pgtest.Context(t, 30*time.Minute), pgxRun{
 		Dir:      dir,
 		Env:      []string{"PGX_TEST_DATABASE=" + conn, "PGX_TEST_TCP_CONN_STRING=" + conn},

@@ -7,7 +7,7 @@ COMMIT ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -X $(PKG)/internal/buildinfo.version=$(VERSION) -X $(PKG)/internal/buildinfo.commit=$(COMMIT)
 TEST_TIMEOUT ?= 15m
 
-.PHONY: all build lab deps fmt fmt-check vet staticcheck lint test test-go test-nonroot check-leaks e2e bench bench-proxy bench-consistency clean
+.PHONY: all build lab deps fmt fmt-check vet staticcheck lint test test-go test-nonroot check-leaks e2e compat bench bench-proxy bench-consistency clean
 
 all: build
 
@@ -34,20 +34,27 @@ fmt-check:
 vet:
 	$(GO) vet ./...
 	$(GO) vet -tags e2e ./e2e/
+	$(GO) vet -tags compat ./compat/
 
 staticcheck:
-	$(GO) tool staticcheck -tags e2e ./...
+	$(GO) tool staticcheck -tags e2e,compat ./...
 
 ## lint: gofmt check, go vet, staticcheck
 lint: fmt-check vet staticcheck
 
 ## test: everything CI checks: lint, the suite as an unprivileged user and as the caller (with the race
-## detector), the end-to-end lab test, then that no test server outlived the tests
-test: deps lint test-nonroot test-go e2e check-leaks
+## detector), the end-to-end lab test, the compatibility suites, then that no test server outlived the tests
+test: deps lint test-nonroot test-go e2e compat check-leaks
 
 ## e2e: drive the real binary: lab up → load → latency → partition → heal → down (about a minute)
 e2e:
 	$(GO) test -tags e2e -count=1 -timeout 10m -v ./e2e/
+
+## compat: outside evidence: pgx v5's own test suite and node-postgres / postgres.js smoke suites,
+## directly and through the proxy in session and transaction mode, checked against
+## compat/expected-failures.txt (about 10 minutes; runs npm ci in compat/node when needed)
+compat:
+	@scripts/compat.sh
 
 test-go:
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/meridiandb/meridian/internal/classify"
+	"github.com/meridiandb/meridian/internal/scram"
 	"github.com/meridiandb/meridian/internal/topology"
 )
 
@@ -32,6 +33,7 @@ type client struct {
 	out  []byte // scratch for messages the proxy composes
 
 	user, database string
+	keys           *scram.Keys // SCRAM keys this client proved at login: its own server logins may use them
 	pid            uint32
 	secret         []byte
 
@@ -166,7 +168,7 @@ func (p *Proxy) serveClient(raw net.Conn) {
 	p.register(c)
 	defer p.unregister(c)
 	ctx, cancel := context.WithTimeout(p.ctx, p.limits.Load().queryWait+p.cfg.ServerConnectTimeout)
-	err = c.authenticate(ctx, st)
+	c.keys, err = c.authenticate(ctx, st)
 	if err == nil && st.database == AdminDatabase {
 		cancel()
 		if err := c.serveAdmin(st); err != nil && !errors.Is(err, errClientGone) && !errors.Is(err, io.EOF) {
@@ -175,7 +177,7 @@ func (p *Proxy) serveClient(raw net.Conn) {
 		return
 	}
 	if err == nil {
-		err = c.login(ctx, st)
+		err = c.login(withServerKeys(ctx, c.keys), st)
 	}
 	cancel()
 	if err != nil {
@@ -483,7 +485,7 @@ func (c *client) checkout(t target) (*serverConn, error) {
 	if sc == nil {
 		c.waiting.Store(pl)
 		c.waitSince.Store(time.Now().UnixNano())
-		ctx, cancel := context.WithTimeout(c.ctx, c.p.limits.Load().queryWait+c.p.cfg.ServerConnectTimeout)
+		ctx, cancel := context.WithTimeout(withServerKeys(c.ctx, c.keys), c.p.limits.Load().queryWait+c.p.cfg.ServerConnectTimeout)
 		var err error
 		sc, err = pl.acquire(ctx)
 		cancel()

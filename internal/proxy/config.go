@@ -406,7 +406,7 @@ func (c *Config) Validate() error {
 	if c.TCPKeepalive.Enabled && (c.TCPKeepalive.Idle < time.Second || c.TCPKeepalive.Interval < time.Second || c.TCPKeepalive.Count < 1) {
 		bad("tcp_keepalive", "idle and interval must be at least 1s and count at least 1, got %+v", c.TCPKeepalive)
 	}
-	c.Auth.validate(bad)
+	c.Auth.Validate(bad)
 	c.ClientTLS.validate(bad)
 	switch c.ServerTLS {
 	case "", ServerTLSDisable, ServerTLSRequire:

@@ -1,10 +1,10 @@
 package proxy
 
 import (
+	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
-	"hash/fnv"
 
 	"github.com/meridiandb/meridian/internal/classify"
 )
@@ -79,11 +79,13 @@ func (c *client) addItem(typ byte, msg []byte) error {
 // internalName is the server-side name of a statement: the same text and parameter types get the
 // same name on every server connection, so one preparation serves every client.
 func internalName(sql string, paramTypes []byte) string {
-	h := fnv.New128a()
+	// A cryptographic hash (truncated to 128 bits to fit NAMEDATALEN): a client must not be able to
+	// craft a text that collides with another client's statement and run under its name.
+	h := sha256.New()
 	h.Write([]byte(sql))
 	h.Write([]byte{0})
 	h.Write(paramTypes)
-	return "mdn_" + hex.EncodeToString(h.Sum(nil))
+	return "mdn_" + hex.EncodeToString(h.Sum(nil)[:16])
 }
 
 // batchResult classifies the statements a batch parses or binds.

@@ -377,10 +377,7 @@ func (pl *pool) usable(sc *serverConn) bool {
 func (pl *pool) dial(ctx context.Context) (*serverConn, error) {
 	ctx, cancel := context.WithTimeout(ctx, pl.p.cfg.ServerConnectTimeout)
 	defer cancel()
-	var keys *scram.Keys
-	if k, ok := pl.p.auth.serverKeys(pl.key.user); ok {
-		keys = &k
-	}
+	keys := serverKeysFrom(ctx) // only the keys of the client this dial is for
 	sc, err := dialServer(ctx, &pl.p.cfg, pl.address, pl.key.user, pl.key.database, keys, &pl.p.bytes.serverIn, &pl.p.bytes.serverOut)
 	if err != nil {
 		pl.p.metrics.serverConnectErrors.WithLabelValues(pl.key.node).Inc()

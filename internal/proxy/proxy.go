@@ -18,6 +18,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/meridiandb/meridian/internal/auth"
 	"github.com/meridiandb/meridian/internal/classify"
 )
 
@@ -28,7 +29,7 @@ type Proxy struct {
 	disc   *poller
 	lag    *lagMonitor
 	global *globalPosition // the primary's WAL position for reads in global mode
-	auth   *authenticator
+	auth   *auth.Store
 	tls    *tlsServer
 	pauses *pauses
 
@@ -81,7 +82,7 @@ func New(cfg Config, log *slog.Logger) (*Proxy, error) {
 	p.disc.onNodeDown = p.abortNode
 	p.lag = newLagMonitor(cfg, log.With("component", "lag"), p.metrics)
 	p.global = &globalPosition{p: p}
-	auth, err := newAuthenticator(&p.cfg, func() (string, error) {
+	auth, err := newAuthStore(&p.cfg, func() (string, error) {
 		t, err := p.primaryTarget(p.disc.Current())
 		return t.node.Address, err
 	})
@@ -243,7 +244,7 @@ func (p *Proxy) Close() error {
 		p.cancel()
 		p.wg.Wait()
 		p.global.close()
-		p.auth.close()
+		p.auth.Close()
 		p.mu.Lock()
 		pools := p.pools
 		p.mu.Unlock()
@@ -539,7 +540,7 @@ func (p *Proxy) Reload(cfg Config) (needRestart []string, err error) {
 	} else if err := p.tls.reload(cfg.ClientTLS); err != nil {
 		return nil, fmt.Errorf("client_tls: %w", err)
 	}
-	if err := p.auth.reload(cfg.Auth); err != nil {
+	if err := p.auth.Reload(cfg.Auth); err != nil {
 		return nil, err
 	}
 	old := *p.applied.Load()

@@ -54,7 +54,8 @@ func newAuthStore(cfg *Config, primary func() (string, error)) (*auth.Store, err
 
 // authenticate runs the client's authentication per the rules. It returns the SCRAM keys the client
 // proved (nil for other methods) when the client may proceed (AuthenticationOk is sent by login).
-func (c *client) authenticate(ctx context.Context, st *startup) (*scram.Keys, error) {
+// Each read of the client ends at deadline (client_login_timeout after the accept).
+func (c *client) authenticate(ctx context.Context, st *startup, deadline time.Time) (*scram.Keys, error) {
 	req := auth.Request{User: st.user, Database: st.database, Admin: st.database == AdminDatabase}
 	if ta, ok := c.conn.RemoteAddr().(*net.TCPAddr); ok {
 		req.Addr, _ = netip.AddrFromSlice(ta.IP)
@@ -66,7 +67,7 @@ func (c *client) authenticate(ctx context.Context, st *startup) (*scram.Keys, er
 	prevMax := c.rd.max
 	c.rd.max = min(prevMax, maxPreAuthMessage)
 	defer func() { c.rd.max = prevMax }()
-	res, err := c.p.auth.Authenticate(ctx, clientAuthConn{c}, req)
+	res, err := c.p.auth.Authenticate(ctx, clientAuthConn{c, deadline}, req)
 	if err == nil {
 		return res.Keys, nil
 	}
@@ -85,7 +86,10 @@ func (c *client) authenticate(ctx context.Context, st *startup) (*scram.Keys, er
 }
 
 // clientAuthConn is the client's side of an authentication exchange.
-type clientAuthConn struct{ c *client }
+type clientAuthConn struct {
+	c        *client
+	deadline time.Time // the end of client_login_timeout
+}
 
 // Send writes one authentication message.
 func (a clientAuthConn) Send(m pgproto3.BackendMessage) error {
@@ -99,7 +103,7 @@ func (a clientAuthConn) Send(m pgproto3.BackendMessage) error {
 // ReadPassword reads the client's next message, which must be a password-family message ('p').
 func (a clientAuthConn) ReadPassword() ([]byte, error) {
 	c := a.c
-	_ = c.conn.SetReadDeadline(time.Now().Add(startupReadTimeout))
+	_ = c.conn.SetReadDeadline(a.deadline)
 	defer c.conn.SetReadDeadline(time.Time{})
 	typ, msg, err := c.rd.next()
 	if err != nil {

@@ -118,12 +118,14 @@ func (c *client) setDefaults(d SessionDefaults) {
 	c.consistency, c.maxStaleness, c.maxWait = d.Consistency, d.MaxStaleness, d.MaxWait
 }
 
+// serveClient serves one accepted connection (counted in nclients by the accept loop).
 func (p *Proxy) serveClient(raw net.Conn) {
+	loginDeadline := time.Now().Add(p.cfg.ClientLoginTimeout)
 	if tc, ok := raw.(*net.TCPConn); ok {
 		_ = tc.SetNoDelay(true)
 	}
 	p.cfg.TCPKeepalive.apply(raw)
-	st, conn, err := p.readStartup(raw)
+	st, conn, err := p.readStartup(raw, loginDeadline)
 	defer conn.Close() // the TLS layer, when there is one, closes the socket under it
 	if err != nil || st == nil {
 		if err != nil && !errors.Is(err, io.EOF) {
@@ -139,13 +141,6 @@ func (p *Proxy) serveClient(raw net.Conn) {
 	c.user, c.database = st.user, st.database
 	c.setDefaults(p.cfg.SessionDefaults(st.user, st.database))
 	c.log = c.log.With("user", st.user, "database", st.database)
-	if max := p.limits.Load().maxClientConn; p.nclients.Add(1) > int64(max) {
-		p.nclients.Add(-1)
-		p.metrics.clientsRejected.Inc()
-		c.fatal(newError(codeTooManyConnections, "too many client connections: max_client_conn is %d", max))
-		return
-	}
-	defer p.nclients.Add(-1)
 	p.metrics.clientsTotal.Inc()
 	p.metrics.clientsActive.Inc()
 	defer p.metrics.clientsActive.Dec()
@@ -168,7 +163,7 @@ func (p *Proxy) serveClient(raw net.Conn) {
 	p.register(c)
 	defer p.unregister(c)
 	ctx, cancel := context.WithTimeout(p.ctx, p.limits.Load().queryWait+p.cfg.ServerConnectTimeout)
-	c.keys, err = c.authenticate(ctx, st)
+	c.keys, err = c.authenticate(ctx, st, loginDeadline)
 	if err == nil && st.database == AdminDatabase {
 		cancel()
 		if err := c.serveAdmin(st); err != nil && !errors.Is(err, errClientGone) && !errors.Is(err, io.EOF) {

@@ -27,6 +27,9 @@ type item struct {
 // maxBatchBytes bounds how much of an unsynchronised pipeline the proxy buffers for one client.
 const maxBatchBytes = 64 << 20
 
+// maxIdleArena is the most batch buffer a client keeps between batches.
+const maxIdleArena = 1 << 20
+
 // addItem buffers one extended-protocol message until the batch's Sync or Flush.
 func (c *client) addItem(typ byte, msg []byte) error {
 	if len(c.arena)+len(msg) > maxBatchBytes {
@@ -156,6 +159,9 @@ func (c *client) runBatch() error {
 	defer func() {
 		c.arena = c.arena[:0]
 		c.items = c.items[:0]
+		if cap(c.arena) > maxIdleArena {
+			c.arena = nil // a large batch must not pin its buffer for the rest of the session
+		}
 	}()
 	if c.deadTxn {
 		return c.deadTxnBatch()

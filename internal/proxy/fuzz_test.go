@@ -121,7 +121,7 @@ func FuzzStartup(f *testing.F) {
 			_, _ = peer.Write(data)
 			_ = peer.Close()
 		}()
-		_, _, _ = p.readStartup(server)
+		_, _, _ = p.readStartup(server, time.Now().Add(5*time.Second))
 		server.Close()
 	})
 }
@@ -160,7 +160,7 @@ func FuzzAuthExchange(f *testing.F) {
 			user = users[int(who[0])%len(users)]
 		}
 		onPipe(t, p, data, func(c *client) {
-			_, _ = c.authenticate(context.Background(), &startup{user: user, database: "d"})
+			_, _ = c.authenticate(context.Background(), &startup{user: user, database: "d"}, time.Now().Add(5*time.Second))
 		})
 	})
 }

@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -54,8 +55,9 @@ type Proxy struct {
 	wg     sync.WaitGroup // every goroutine the proxy started
 	closed sync.Once
 
-	nclients atomic.Int64
-	rr       atomic.Uint64 // round-robin counter over equally good replicas
+	nclients  atomic.Int64  // accepted client connections, counted from the accept (max_client_conn)
+	rejecting atomic.Int64  // connections being turned away (reject)
+	rr        atomic.Uint64 // round-robin counter over equally good replicas
 
 	mu      sync.Mutex // guards pools and clients
 	pools   map[poolKey]*pool
@@ -273,8 +275,46 @@ func (p *Proxy) acceptLoop() {
 			continue
 		}
 		backoff = 0
-		p.wg.Go(func() { p.serveClient(conn) })
+		// max_client_conn counts sockets from the accept on, before their startup packet or TLS
+		// handshake: silent or slow connections take places, and each is bounded by
+		// client_login_timeout, so they cannot pile up beyond the limit.
+		if max := p.limits.Load().maxClientConn; p.nclients.Add(1) > int64(max) {
+			p.nclients.Add(-1)
+			p.metrics.clientsRejected.Inc()
+			p.reject(conn, newError(codeTooManyConnections, "too many client connections: max_client_conn is %d", max))
+			continue
+		}
+		p.wg.Go(func() {
+			defer p.nclients.Add(-1)
+			p.serveClient(conn)
+		})
 	}
+}
+
+// maxRejecting bounds the connections being turned away at once; beyond it they are closed without
+// a message.
+const maxRejecting = 64
+
+// reject turns a connection away at once with a FATAL error (not waiting for its startup packet, as
+// PgBouncer does), then drains what the client already sent for up to a second so that closing does
+// not reset the connection before the client reads the error.
+func (p *Proxy) reject(conn net.Conn, err error) {
+	if p.rejecting.Add(1) > maxRejecting {
+		p.rejecting.Add(-1)
+		conn.Close()
+		return
+	}
+	p.wg.Go(func() {
+		defer p.rejecting.Add(-1)
+		defer conn.Close()
+		p.metrics.errors.WithLabelValues(sqlstateClass(toPgError(err).Code)).Inc()
+		writeFatal(conn, err)
+		if tc, ok := conn.(*net.TCPConn); ok {
+			_ = tc.CloseWrite()
+		}
+		_ = conn.SetReadDeadline(time.Now().Add(time.Second))
+		_, _ = io.Copy(io.Discard, io.LimitReader(conn, 64<<10))
+	})
 }
 
 // maintain reaps idle server connections and exports node states.

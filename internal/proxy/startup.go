@@ -22,7 +22,6 @@ const (
 	gssEncRequestCode  = 1234<<16 | 5680
 	maxStartupPacket   = 10000 // MAX_STARTUP_PACKET_LENGTH
 	maxStartupParams   = 256
-	startupReadTimeout = 15 * time.Second
 )
 
 // startup is a parsed StartupMessage.
@@ -37,8 +36,10 @@ type kv struct{ key, value string }
 // CancelRequest (forwarded; returns nil) and the StartupMessage. It reads without buffering, so that
 // nothing sent in plaintext behind an SSLRequest is taken as if it had come encrypted. It returns the
 // connection to go on with: conn, or its TLS layer.
-func (p *Proxy) readStartup(conn net.Conn) (*startup, net.Conn, error) {
-	_ = conn.SetReadDeadline(time.Now().Add(startupReadTimeout))
+//
+// Reads end at deadline (client_login_timeout after the accept).
+func (p *Proxy) readStartup(conn net.Conn, deadline time.Time) (*startup, net.Conn, error) {
+	_ = conn.SetReadDeadline(deadline)
 	defer conn.SetReadDeadline(time.Time{})
 	encrypted := false
 	for range 3 { // at most SSLRequest, GSSENCRequest, then the real thing
@@ -60,7 +61,7 @@ func (p *Proxy) readStartup(conn net.Conn) (*startup, net.Conn, error) {
 			if _, err := conn.Write([]byte{'S'}); err != nil {
 				return nil, conn, err
 			}
-			tc, err := p.tls.handshake(conn)
+			tc, err := p.tls.handshake(conn, deadline)
 			if err != nil {
 				return nil, conn, err
 			}

@@ -88,14 +88,12 @@ func (m *msgReader) next() (typ byte, msg []byte, err error) {
 		return 0, nil, fmt.Errorf("%w: type %q announces %d bytes, the limit is %d", ErrMessageTooLarge, typ, n, m.max)
 	}
 	total := n + 1
-	if cap(m.buf) < total {
-		m.buf = make([]byte, total, max(total, 2*cap(m.buf)))
-	}
-	m.buf = m.buf[:total]
-	if _, err := io.ReadFull(m.r, m.buf); err != nil {
-		if errors.Is(err, io.EOF) {
-			err = io.ErrUnexpectedEOF
+	if cap(m.buf) >= total {
+		m.buf = m.buf[:total]
+		if _, err := io.ReadFull(m.r, m.buf); err != nil {
+			return 0, nil, unexpectedEOF(err)
 		}
+	} else if err := m.grow(total); err != nil {
 		return 0, nil, err
 	}
 	// Do not let one huge message pin a huge buffer for the connection's lifetime.
@@ -104,6 +102,40 @@ func (m *msgReader) next() (typ byte, msg []byte, err error) {
 		m.buf = make([]byte, 0, 8192)
 	}
 	return typ, msg, nil
+}
+
+// readChunk is the most the reader allocates ahead of the bytes it has received: a peer that
+// announces a large message and sends it slowly (or never) holds at most about this much more than it
+// sent, not the announced length.
+const readChunk = 64 << 10
+
+// grow reads a message of total bytes that does not fit the buffer, growing the buffer as its bytes
+// arrive (doubling, but never more than readChunk past what has been received).
+func (m *msgReader) grow(total int) error {
+	buf := m.buf[:0]
+	for len(buf) < total {
+		want := min(total, len(buf)+max(readChunk, len(buf)))
+		if cap(buf) < want {
+			nb := make([]byte, len(buf), want)
+			copy(nb, buf)
+			buf = nb
+		}
+		k, err := io.ReadFull(m.r, buf[len(buf):want])
+		buf = buf[:len(buf)+k]
+		if err != nil {
+			m.buf = m.buf[:0]
+			return unexpectedEOF(err)
+		}
+	}
+	m.buf = buf
+	return nil
+}
+
+func unexpectedEOF(err error) error {
+	if errors.Is(err, io.EOF) {
+		return io.ErrUnexpectedEOF
+	}
+	return err
 }
 
 // buffered reports whether bytes are waiting in the read buffer.

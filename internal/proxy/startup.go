@@ -16,12 +16,12 @@ import (
 
 // Startup packet codes (src/include/libpq/pqcomm.h).
 const (
-	protocolV3         = 3 << 16
-	cancelRequestCode  = 1234<<16 | 5678
-	sslRequestCode     = 1234<<16 | 5679
-	gssEncRequestCode  = 1234<<16 | 5680
-	maxStartupPacket   = 10000 // MAX_STARTUP_PACKET_LENGTH
-	maxStartupParams   = 256
+	protocolV3        = 3 << 16
+	cancelRequestCode = 1234<<16 | 5678
+	sslRequestCode    = 1234<<16 | 5679
+	gssEncRequestCode = 1234<<16 | 5680
+	maxStartupPacket  = 10000 // MAX_STARTUP_PACKET_LENGTH
+	maxStartupParams  = 256
 )
 
 // startup is a parsed StartupMessage.

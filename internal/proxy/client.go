@@ -461,7 +461,7 @@ func (c *client) checkout(t target) (*serverConn, error) {
 		return sc, nil
 	}
 	pl := c.pools[t.node.Name]
-	if pl == nil || pl.address != t.node.Address {
+	if pl == nil || pl.address != t.node.Address || pl.dropped.Load() {
 		pl = c.p.pool(t.node, c.user, c.database)
 		c.pools[t.node.Name] = pl
 	}

@@ -216,6 +216,7 @@ type pool struct {
 	address string
 	p       *Proxy
 
+	dropped atomic.Bool      // removed from the proxy's pool map (dropIdlePools): clients get a new pool
 	active  prometheus.Gauge // server connections lent to clients
 	byRoute [3]routeCounters // indexed by routeIndex
 	mu      sync.Mutex       // guards the fields below
@@ -224,7 +225,7 @@ type pool struct {
 	waiters []chan *serverConn       // FIFO of clients waiting for a connection; nil handed = "dial one"
 	conns   map[*serverConn]struct{} // every open connection, idle or lent
 	gen     uint64                   // RECONNECT: connections of older generations are closed when returned
-	retired bool                     // its node left the configuration: connections are closed when returned
+	retired bool                     // its node left the configuration, or it was dropped: connections are closed when returned
 	params  map[string]string        // ParameterStatus of the first connection, for client logins
 }
 

@@ -339,6 +339,7 @@ func (p *Proxy) maintain() {
 					pl.closeIdle() // the node is down: its idle connections are dead
 				}
 			}
+			p.dropIdlePools()
 		}
 	}
 }
@@ -354,6 +355,58 @@ func (p *Proxy) pool(node NodeState, user, database string) *pool {
 		p.pools[k] = pl
 	}
 	return pl
+}
+
+// loginPool returns the greeting parameters of (node, user, database) for a client logging in. A pool
+// that does not exist yet is registered only once a server login as that user to that database has
+// succeeded: failed logins with made-up names leave nothing behind.
+func (p *Proxy) loginPool(ctx context.Context, node NodeState, user, database string) (map[string]string, error) {
+	k := poolKey{node: node.Name, user: user, database: database}
+	p.mu.Lock()
+	pl := p.pools[k]
+	p.mu.Unlock()
+	if pl != nil {
+		return pl.welcome(ctx)
+	}
+	pl = newPool(k, node.Address, p)
+	params, err := pl.welcome(ctx)
+	if err != nil {
+		pl.closeIdle()
+		return nil, err
+	}
+	p.mu.Lock()
+	if existing := p.pools[k]; existing != nil {
+		pl.mu.Lock()
+		pl.retired = true // another login registered one meanwhile: ours closes its connection
+		pl.mu.Unlock()
+		p.mu.Unlock()
+		pl.closeIdle()
+		return params, nil
+	}
+	p.pools[k] = pl
+	p.mu.Unlock()
+	return params, nil
+}
+
+// dropIdlePools forgets pools with no server connection and no waiting client (their connections
+// were reaped after server_idle_timeout, or never opened), so that pools — and their metric series,
+// which are collected from the pool map — do not accumulate for every (user, database) ever seen.
+// A client that cached a dropped pool sees it dropped at its next checkout and gets a new one.
+func (p *Proxy) dropIdlePools() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for k, pl := range p.pools {
+		pl.mu.Lock()
+		empty := pl.open == 0 && len(pl.waiters) == 0 && len(pl.conns) == 0
+		if empty {
+			pl.retired = true
+		}
+		pl.mu.Unlock()
+		if empty {
+			pl.dropped.Store(true)
+			delete(p.pools, k)
+		}
+	}
 }
 
 // abortNode closes every server connection to a node that stopped answering the health checks.

@@ -220,7 +220,7 @@ func (c *client) login(ctx context.Context, st *startup) error {
 			return err
 		}
 	}
-	params, err := c.p.pool(t.node, st.user, st.database).welcome(ctx)
+	params, err := c.p.loginPool(ctx, t.node, st.user, st.database)
 	if err != nil {
 		var pe *pgError
 		if errors.As(err, &pe) {

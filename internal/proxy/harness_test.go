@@ -112,6 +112,12 @@ func testAuth(t testing.TB, cfg *proxy.Config) {
 func startProxy(t *testing.T, cfg proxy.Config) *proxy.Proxy {
 	t.Helper()
 	testAuth(t, &cfg)
+	return startProxyAsIs(t, cfg)
+}
+
+// startProxyAsIs is startProxy with cfg's auth section as it is (no rules: the proxy's defaults).
+func startProxyAsIs(t *testing.T, cfg proxy.Config) *proxy.Proxy {
+	t.Helper()
 	p, err := proxy.New(cfg, slog.New(slog.NewTextHandler(testLog{t}, &slog.HandlerOptions{Level: slog.LevelInfo})))
 	if err != nil {
 		t.Fatal(err)

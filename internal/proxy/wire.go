@@ -104,26 +104,24 @@ func (m *msgReader) next() (typ byte, msg []byte, err error) {
 	return typ, msg, nil
 }
 
-// readChunk is the most the reader allocates ahead of the bytes it has received: a peer that
-// announces a large message and sends it slowly (or never) holds at most about this much more than it
-// sent, not the announced length.
-const readChunk = 64 << 10
+// readChunk is the least a message buffer grows by. A buffer grows only when full, to at most twice
+// what has been received: a peer that announces a large message and sends it slowly (or never) holds
+// about what it sent, not the announced length.
+const readChunk = 8 << 10
 
 // grow reads a message of total bytes that does not fit the buffer, growing the buffer as its bytes
-// arrive (doubling, but never more than readChunk past what has been received).
+// arrive.
 func (m *msgReader) grow(total int) error {
 	buf := m.buf[:0]
 	for len(buf) < total {
-		want := min(total, len(buf)+max(readChunk, len(buf)))
-		if cap(buf) < want {
-			nb := make([]byte, len(buf), want)
+		if len(buf) == cap(buf) {
+			nb := make([]byte, len(buf), min(total, max(2*len(buf), readChunk)))
 			copy(nb, buf)
 			buf = nb
 		}
-		k, err := io.ReadFull(m.r, buf[len(buf):want])
+		k, err := io.ReadFull(m.r, buf[len(buf):min(total, cap(buf))])
 		buf = buf[:len(buf)+k]
 		if err != nil {
-			m.buf = m.buf[:0]
 			return unexpectedEOF(err)
 		}
 	}

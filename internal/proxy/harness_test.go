@@ -71,6 +71,7 @@ func newEnv(t *testing.T, o envOptions) *env {
 	if o.configure != nil {
 		o.configure(&cfg)
 	}
+	testAuth(t, &cfg) // in e.cfg too: tests reload it
 	return &env{cluster: c, primary: c.Primary, replica: replica, proxy: startProxy(t, cfg), cfg: cfg}
 }
 

@@ -51,8 +51,12 @@ func (p *Proxy) readStartup(conn net.Conn, deadline time.Time) (*startup, net.Co
 		if n < 8 || n > maxStartupPacket {
 			return nil, conn, newError(codeProtocolViolation, "invalid startup packet length %d", n)
 		}
-		body := make([]byte, n-4)
-		if _, err := io.ReadFull(conn, body); err != nil {
+		// Read as the bytes arrive rather than allocating the announced length up front.
+		body, err := io.ReadAll(io.LimitReader(conn, int64(n-4)))
+		if err == nil && len(body) < n-4 {
+			err = io.ErrUnexpectedEOF
+		}
+		if err != nil {
 			return nil, conn, err
 		}
 		code := binary.BigEndian.Uint32(body)

@@ -494,11 +494,18 @@ func TestFailedLoginsLeaveNoPools(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Inside a transaction the pool holds a lent connection, so it cannot be dropped while we look.
+	if _, err := conn.Exec(ctx, "BEGIN"); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := conn.Exec(ctx, "SELECT 1"); err != nil {
 		t.Fatal(err)
 	}
 	if got := pools(); !strings.Contains(strings.Join(got, "\n"), "postgres|app|") {
-		t.Errorf("no pool of app after its login:\n%s", strings.Join(got, "\n"))
+		t.Errorf("no pool of app while it runs a transaction:\n%s", strings.Join(got, "\n"))
+	}
+	if _, err := conn.Exec(ctx, "COMMIT"); err != nil {
+		t.Fatal(err)
 	}
 	conn.Close(ctx)
 	if err := pgtest.WaitFor(ctx, 100*time.Millisecond, func(context.Context) (bool, error) {

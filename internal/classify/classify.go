@@ -94,6 +94,7 @@ const (
 	PinHoldCursor                         // DECLARE ... WITH HOLD
 	PinTempTable                          // CREATE TEMP table/sequence/view, ON COMMIT, pg_temp schema
 	PinPrepare                            // SQL-level PREPARE
+	PinSetConfig                          // set_config(name, value, false): session state the proxy cannot track
 )
 
 func (p Pin) String() string {
@@ -110,6 +111,7 @@ func (p Pin) String() string {
 		{PinHoldCursor, "hold-cursor"},
 		{PinTempTable, "temp-table"},
 		{PinPrepare, "prepare"},
+		{PinSetConfig, "set-config"},
 	} {
 		if p&n.bit != 0 {
 			parts = append(parts, n.name)

@@ -133,7 +133,9 @@ var classifyCases = []classifyCase{
 	{name: "explain advisory lock does not pin", sql: "EXPLAIN SELECT pg_advisory_lock(1)", want: primary("advisory lock")},
 	{name: "explain analyze advisory lock pins", sql: "EXPLAIN ANALYZE SELECT pg_advisory_lock(1)", want: with(primary("advisory lock"), func(r *Result) { r.Pin = PinAdvisoryLock })},
 	{name: "pg notify", sql: "SELECT pg_notify('ch', 'x')", want: primary("pg_notify()")},
-	{name: "set config", sql: "SELECT set_config('search_path', 'a', false)", want: primary("set_config()")},
+	{name: "set config", sql: "SELECT set_config('search_path', 'a', false)", want: with(primary("set_config()"), func(r *Result) { r.Pin = PinSetConfig })},
+	{name: "set config computed is_local", sql: "SELECT set_config('work_mem', '8MB', $1)", want: with(primary("set_config()"), func(r *Result) { r.Pin = PinSetConfig })},
+	{name: "set config local", sql: "SELECT set_config('app.tenant', '42', true)", want: primary("set_config()")},
 	{name: "lo import", sql: "SELECT lo_import('/tmp/x')", want: primary("lo_import()")},
 	{name: "terminate backend", sql: "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'x'", want: primary("pg_terminate_backend()")},
 	{name: "dblink exec", sql: "SELECT dblink_exec('conn', 'DELETE FROM t')", want: primary("dblink_exec()")},
@@ -184,7 +186,7 @@ var classifyCases = []classifyCase{
 	{name: "execute", sql: "EXECUTE p(1)", want: primary("EXECUTE")},
 	{name: "deallocate", sql: "DEALLOCATE p", want: primary("DEALLOCATE")},
 	{name: "deallocate all", sql: "DEALLOCATE ALL", want: with(primary("DEALLOCATE"), func(r *Result) { r.Discard = true })},
-	{name: "discard all", sql: "DISCARD ALL", want: with(primary("DISCARD"), func(r *Result) { r.Discard = true })},
+	{name: "discard all", sql: "DISCARD ALL", want: with(primary("DISCARD"), func(r *Result) { r.Discard = true; r.Sets = []SetOp{{Kind: SetResetAll, Stmt: "DISCARD ALL"}} })},
 	{name: "discard temp", sql: "DISCARD TEMP", want: primary("DISCARD")},
 
 	// Session state.

@@ -184,6 +184,10 @@ func (s *stmtClassifier) statement(n *pg_query.Node) {
 	case *pg_query.Node_DiscardStmt:
 		s.need("DISCARD")
 		s.discard = st.DiscardStmt.Target == pg_query.DiscardMode_DISCARD_ALL
+		if s.discard {
+			// DISCARD ALL includes RESET ALL (and SET SESSION AUTHORIZATION DEFAULT).
+			s.sets = append(s.sets, SetOp{Kind: SetResetAll, Stmt: s.text()})
+		}
 
 	case *pg_query.Node_ListenStmt:
 		s.need("LISTEN")
@@ -599,7 +603,22 @@ func (s *stmtClassifier) funcCall(f *pg_query.FuncCall, execute bool) {
 	s.need(r.reason)
 	if execute {
 		s.pin |= r.pin
+		if name == "set_config" && !isLocalSetConfig(f) {
+			// A session-level change made by a function call (its name and value may be
+			// computed) cannot be tracked and replayed like SET: the session keeps its connection.
+			s.pin |= PinSetConfig
+		}
 	}
+}
+
+// isLocalSetConfig reports whether a set_config call's is_local argument is the constant true (the
+// change ends with the transaction).
+func isLocalSetConfig(f *pg_query.FuncCall) bool {
+	if len(f.Args) != 3 {
+		return false
+	}
+	c := f.Args[2].GetAConst()
+	return c != nil && c.GetBoolval() != nil && c.GetBoolval().Boolval
 }
 
 // meridianSet recognises SET [SESSION | LOCAL] meridian.name {= | TO} word

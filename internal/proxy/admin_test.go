@@ -1,6 +1,7 @@
 package proxy_test
 
 import (
+	"context"
 	"errors"
 	"net"
 	"os"
@@ -142,6 +143,7 @@ func TestAdminConsole(t *testing.T) {
 // pgbench running through the proxy; RESUME lets them go on; pgbench ends without a single error.
 func TestPauseResumeUnderPgbench(t *testing.T) {
 	e := newEnv(t, envOptions{configure: func(c *proxy.Config) { c.AdminUsers = []string{"postgres"} }})
+	ctx := pgtest.Context(t, 2*time.Minute)
 	bin := pgtest.Binaries(t)
 	prim := e.primary.Endpoint()
 	if out, err := exec.Command(bin.Path("pgbench"), "-i", "-q", "-s", "1", "-h", prim.Host, "-p", strconv.Itoa(prim.Port), "-U", "postgres", "postgres").CombinedOutput(); err != nil {
@@ -153,10 +155,6 @@ func TestPauseResumeUnderPgbench(t *testing.T) {
 	var benchErr error
 	var wg sync.WaitGroup
 	wg.Go(func() { out, benchErr = bench.CombinedOutput() })
-	time.Sleep(2 * time.Second)
-	t0 := time.Now()
-	mustAdmin(t, e.proxy, "PAUSE")
-	t.Logf("PAUSE returned after %v", time.Since(t0).Round(time.Millisecond))
 	xacts := func() int {
 		total := 0
 		for _, line := range strings.Split(mustAdmin(t, e.proxy, "SHOW STATS"), "\n") {
@@ -167,8 +165,15 @@ func TestPauseResumeUnderPgbench(t *testing.T) {
 		}
 		return total
 	}
+	// PAUSE once pgbench runs transactions, not before (the test would check nothing).
+	if err := pgtest.WaitFor(ctx, 20*time.Millisecond, func(context.Context) (bool, error) { return xacts() > 100, nil }); err != nil {
+		t.Fatalf("pgbench did not start: %v", err)
+	}
+	t0 := time.Now()
+	mustAdmin(t, e.proxy, "PAUSE")
+	t.Logf("PAUSE returned after %v", time.Since(t0).Round(time.Millisecond))
 	before := xacts()
-	time.Sleep(1500 * time.Millisecond)
+	time.Sleep(1500 * time.Millisecond) // an observation window: nothing may happen in it
 	if during := xacts(); during != before {
 		t.Errorf("transactions went on while paused: %d → %d", before, during)
 	}
@@ -215,11 +220,16 @@ func TestGracefulShutdown(t *testing.T) {
 		defer close(done)
 		e.proxy.Shutdown(2 * time.Second)
 	}()
-	time.Sleep(300 * time.Millisecond)
-	// The idle session was ended with 57P01.
-	_, err := idle.Exec(ctx, "SELECT 1")
-	if err == nil {
-		t.Error("idle session still works during shutdown")
+	// The idle session is ended with 57P01 as soon as the shutdown begins.
+	var err error
+	if werr := pgtest.WaitFor(ctx, 10*time.Millisecond, func(ctx context.Context) (bool, error) {
+		_, err = idle.Exec(ctx, "SELECT 1")
+		return err != nil, nil
+	}); werr != nil {
+		t.Fatalf("idle session still works during shutdown: %v", werr)
+	}
+	if pe := (*pgconn.PgError)(nil); !errors.As(err, &pe) || pe.Code != "57P01" {
+		t.Errorf("idle session during shutdown: %v, want 57P01", err)
 	}
 	// New clients are refused.
 	if c, err := pgx.Connect(ctx, e.connString()); err == nil {
@@ -284,7 +294,8 @@ func TestReloadUnderPgbench(t *testing.T) {
 	var wg sync.WaitGroup
 	wg.Go(func() { out, benchErr = bench.CombinedOutput() })
 	reads := func(node string) float64 {
-		return scrapeGauge(t, e.proxy.HTTPAddr(), `meridian_proxy_reads_total{node="`+node+`",route="local_replica"}`)
+		v, _ := scrapeSeries(t, e.proxy.HTTPAddr(), `meridian_proxy_reads_total{node="`+node+`",route="local_replica"}`)
+		return v // 0 before the first read reached the node
 	}
 	reload := func(cfg proxy.Config) {
 		t.Helper()
@@ -292,28 +303,33 @@ func TestReloadUnderPgbench(t *testing.T) {
 			t.Fatalf("Reload: %v (need restart: %v)", err, restart)
 		}
 	}
-	time.Sleep(2 * time.Second)
+	if err := pgtest.WaitFor(ctx, 20*time.Millisecond, func(context.Context) (bool, error) { return reads("west") > 0, nil }); err != nil {
+		t.Fatalf("pgbench's reads do not reach west: %v", err)
+	}
 
 	cfg := e.cfg
 	cfg.PoolSize = 6
 	reload(cfg)
-	time.Sleep(1500 * time.Millisecond)
-	if pools := mustAdmin(t, e.proxy, "SHOW POOLS"); !strings.Contains(pools, "|primary|6|") {
-		t.Errorf("after the reload, SHOW POOLS does not show pool_size 6:\n%s", pools)
+	if err := pgtest.WaitFor(ctx, 20*time.Millisecond, func(context.Context) (bool, error) {
+		return strings.Contains(mustAdmin(t, e.proxy, "SHOW POOLS"), "|primary|6|"), nil
+	}); err != nil {
+		t.Errorf("after the reload, SHOW POOLS does not show pool_size 6:\n%s", mustAdmin(t, e.proxy, "SHOW POOLS"))
 	}
 
 	cfg.Nodes = append(slices.Clone(cfg.Nodes), proxy.NodeConfig{Name: "west2", Address: west2.Endpoint().String(), Region: "us-west-2"})
 	reload(cfg)
-	time.Sleep(2 * time.Second)
-	if n := reads("west2"); n == 0 {
+	if err := pgtest.WaitFor(ctx, 20*time.Millisecond, func(context.Context) (bool, error) { return reads("west2") > 0, nil }); err != nil {
 		t.Error("after adding west2, no read reached it")
 	}
 
 	cfg.Nodes = []proxy.NodeConfig{cfg.Nodes[0], cfg.Nodes[2]} // primary and west2: west leaves
 	reload(cfg)
-	time.Sleep(time.Second)
+	// Once reads keep reaching west2 after the reload, none may reach west any more.
+	if w2 := reads("west2"); pgtest.WaitFor(ctx, 20*time.Millisecond, func(context.Context) (bool, error) { return reads("west2") > w2+20, nil }) != nil {
+		t.Fatal("reads stopped after removing west")
+	}
 	before := reads("west")
-	time.Sleep(1500 * time.Millisecond)
+	time.Sleep(1500 * time.Millisecond) // an observation window: no read may reach west in it
 	if after := reads("west"); after != before {
 		t.Errorf("reads still reach the removed replica west: %v → %v", before, after)
 	}

@@ -78,6 +78,7 @@ type client struct {
 	deferBegin string                 // a BEGIN answered locally, to be sent with the next statement
 	deadTxn    bool                   // the transaction's server died: only ROLLBACK/COMMIT end it
 	needSync   bool                   // an extended COPY FROM STDIN swallowed the batch's Sync
+	skipping   bool                   // the proxy answered an extended-protocol error itself: messages up to Sync are dropped
 	timedRead  bool                   // the statement being executed is a read (for the latency histogram)
 
 	arena []byte // client messages of the current extended batch
@@ -218,7 +219,9 @@ func (c *client) loop() error {
 			return err
 		}
 		idleLimit := c.idleLimit()
+		watch := c.watchIdle() // a pinned session hears its notifications while idle
 		typ, msg, err := c.rd.next()
+		watch.halt()
 		if idleLimit > 0 {
 			_ = c.conn.SetReadDeadline(time.Time{})
 		}
@@ -246,6 +249,17 @@ func (c *client) loop() error {
 				c.fatal(newError(codeProtocolViolation, "%v", err))
 			}
 			return err
+		}
+		if (typ == msgQuery || typ == msgFuncCall) && len(c.items) > 0 {
+			// Extended-protocol messages not yet followed by Sync or Flush go to the server first,
+			// as they would directly (the server runs messages in order).
+			msg = append([]byte(nil), msg...) // the batch may read from the client (COPY)
+			if err = c.addItem(msgFlush, rawFlush); err == nil {
+				err = c.runBatch()
+			}
+			if err != nil {
+				return err
+			}
 		}
 		switch typ {
 		case msgQuery:
@@ -395,7 +409,9 @@ func (c *client) applySets(ops []classify.SetOp) {
 func (c *client) stateSQL(fromDefaults bool) string {
 	var b strings.Builder
 	if !fromDefaults {
-		b.WriteString("RESET ALL;")
+		// As DISCARD ALL does: RESET ALL alone keeps the role and session authorization of the
+		// session that used the connection before.
+		b.WriteString("SET SESSION AUTHORIZATION DEFAULT;RESET ALL;")
 	}
 	for _, o := range c.startup {
 		// set_config parses the value like the startup packet does (lists such as search_path).
@@ -406,6 +422,40 @@ func (c *client) stateSQL(fromDefaults bool) string {
 		b.WriteString(";")
 	}
 	return b.String()
+}
+
+// restoreStartup pipelines, behind statements that RESET parameters the client set in its startup
+// packet (RESET name, SET name TO DEFAULT, RESET ALL, DISCARD ALL), a query that sets them back to
+// the startup values: on a direct connection RESET returns to what the session started with, while
+// the proxy's server connection started with the server's defaults.
+func (c *client) restoreStartup(sc *serverConn, res classify.Result) {
+	if len(c.startup) == 0 || len(res.Sets) == 0 {
+		return
+	}
+	reset := map[string]bool{}
+	for _, op := range res.Sets {
+		switch op.Kind {
+		case classify.SetResetAll:
+			for _, o := range c.startup {
+				reset[strings.ToLower(o.key)] = true
+			}
+		case classify.SetReset:
+			reset[op.Name] = true
+		default:
+			delete(reset, op.Name)
+		}
+	}
+	var b strings.Builder
+	for _, o := range c.startup {
+		if reset[strings.ToLower(o.key)] {
+			fmt.Fprintf(&b, "SELECT pg_catalog.set_config(%s, %s, false);", quoteLiteral(o.key), quoteLiteral(o.value))
+		}
+	}
+	if b.Len() == 0 {
+		return
+	}
+	_ = sc.send(encodeQuery(c.out[:0], b.String()))
+	c.steps = append(c.steps, step{kind: stepRestore})
 }
 
 func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
@@ -420,32 +470,28 @@ func (c *client) syncState(sc *serverConn) error {
 		sc.stateKey = c.stateKey
 		return nil
 	}
-	if _, err := sc.wr.Write(encodeQuery(c.out[:0], sql)); err != nil {
+	if err := sc.send(encodeQuery(c.out[:0], sql)); err != nil {
 		return c.serverLost(sc, err)
 	}
 	if err := sc.wr.Flush(); err != nil {
 		return c.serverLost(sc, err)
 	}
 	var firstErr *pgError
-	for {
-		typ, msg, err := sc.rd.next()
+	for !sc.settled() {
+		typ, msg, err := sc.next()
 		if err != nil {
 			return c.serverLost(sc, err)
 		}
-		switch typ {
-		case msgErrorResponse:
-			if firstErr == nil {
-				firstErr = newError(errorCode(msg), "could not restore session settings on node %s", sc.pool.key.node)
-			}
-		case msgReadyForQuery:
-			if firstErr != nil {
-				sc.stateKey = ^uint64(0) // unknown: replay from scratch next time
-				return firstErr
-			}
-			sc.stateKey = c.stateKey
-			return nil
+		if typ == msgErrorResponse && firstErr == nil {
+			firstErr = newError(errorCode(msg), "could not restore session settings on node %s", sc.pool.key.node)
 		}
 	}
+	if firstErr != nil {
+		sc.stateKey = ^uint64(0) // unknown: replay from scratch next time
+		return firstErr
+	}
+	sc.stateKey = c.stateKey
+	return nil
 }
 
 // ---- server connections ----
@@ -457,7 +503,13 @@ func (c *client) checkout(t target) (*serverConn, error) {
 		return c.cur, nil
 	}
 	if sc := c.held[t.node.Name]; sc != nil {
+		// Session mode keeps a connection per node: the session's SETs, made on one, are replayed
+		// on the other before it is used.
 		c.setCur(sc)
+		if err := c.syncState(sc); err != nil {
+			c.releaseCur()
+			return nil, err
+		}
 		return sc, nil
 	}
 	pl := c.pools[t.node.Name]
@@ -499,6 +551,25 @@ func (c *client) checkout(t target) (*serverConn, error) {
 	return sc, nil
 }
 
+// checkoutRead checks out a connection for t; when t is a read on a replica that cannot be reached
+// (nothing of the client's was sent yet) the read runs on the primary instead, and discovery is told.
+func (c *client) checkoutRead(t target) (*serverConn, target, error) {
+	sc, err := c.checkout(t)
+	var pe *pgError
+	if err == nil || !t.read || c.cur != nil || !errors.As(err, &pe) || pe.Code != codeConnectionFailure {
+		return sc, t, err
+	}
+	c.p.disc.Refresh()
+	pt, perr := c.p.primaryTarget(c.p.disc.Current())
+	if perr != nil || pt.node.Name == t.node.Name {
+		return nil, t, err
+	}
+	c.log.Info("replica unreachable: read sent to the primary", "node", t.node.Name, "err", err)
+	pt.read = true
+	sc, err = c.checkout(pt)
+	return sc, pt, err
+}
+
 // ended turns a wait cut short by terminate into the session's error.
 func (c *client) ended(err error) error {
 	if pe := c.killed.Load(); pe != nil {
@@ -520,6 +591,12 @@ func (c *client) releaseCur() {
 		return
 	}
 	c.setCur(nil)
+	if !sc.broken && !sc.settled() {
+		// Never reached on a correct relay (settle runs at a ReadyForQuery that answers everything
+		// sent); a connection in doubt is closed, never lent to another client.
+		c.log.Error("server connection not settled at release: closed", "node", sc.pool.key.node, "state", sc.stateName())
+		sc.broken = true
+	}
 	if sc.broken {
 		delete(c.held, sc.pool.key.node)
 		if c.pinnedNode == sc.pool.key.node {
@@ -535,6 +612,18 @@ func (c *client) releaseCur() {
 		return
 	}
 	sc.pool.active.Dec()
+	if !sc.clean() {
+		if sc.st.authChanged && sc.settled() && sc.st.txn == 'I' {
+			// SET SESSION AUTHORIZATION (tracked and replayed for its own session): the
+			// connection runs as another identity and is not lent to anyone else.
+			c.log.Debug("server connection of another identity closed at release", "node", sc.pool.key.node)
+		} else {
+			c.log.Error("server connection not clean at release: closed", "node", sc.pool.key.node, "state", sc.stateName())
+		}
+		sc.broken = true
+		sc.pool.release(sc)
+		return
+	}
 	if len(sc.prepared) > maxPreparedPerServer {
 		// Statements accumulate per server connection (every client's distinct texts); bound the
 		// server's memory by starting over now and then.
@@ -549,31 +638,37 @@ func (c *client) releaseCur() {
 // maxPreparedPerServer bounds the statements the proxy keeps prepared on one server connection.
 const maxPreparedPerServer = 2000
 
-// releaseAll returns every connection when the client leaves: connections in a transaction are
-// rolled back, connections that carried session-only state are reset with DISCARD ALL.
+// releaseAll returns every connection when the client leaves. A connection goes back to the pool only
+// when it is provably clean (see protoState): one in a transaction block whose every answer was read
+// is rolled back and checked; one that carried session-only state (pinned, session mode) is reset
+// with DISCARD ALL; any other — the client left mid-pipeline, mid-COPY, after a Flush without Sync,
+// with answers still owed — is closed, and the server rolls back whatever it had started.
 func (c *client) releaseAll() {
 	if c.cur != nil {
 		c.held[c.cur.pool.key.node] = c.cur
 		c.setCur(nil)
 	}
-	dirty := c.pinnedNode != "" || c.p.cfg.PoolMode == PoolSession
+	sessionState := c.pinnedNode != "" || c.p.cfg.PoolMode == PoolSession
 	for node, sc := range c.held {
 		delete(c.held, node)
+		if !sc.broken && !sc.settled() {
+			sc.broken = true
+		}
 		if !sc.broken {
-			reset := ""
-			if c.txStatus != 'I' {
-				reset = "ROLLBACK"
+			var reset []string
+			if sc.st.txn != 'I' {
+				reset = append(reset, "ROLLBACK")
 			}
-			if dirty {
-				if reset != "" {
-					reset += ";"
-				}
-				reset += "DISCARD ALL"
+			if sessionState || sc.st.authChanged {
+				reset = append(reset, "DISCARD ALL")
 			}
-			if reset != "" {
-				if err := c.resetServer(sc, reset); err != nil {
+			if len(reset) > 0 {
+				if err := c.resetServer(sc, reset...); err != nil {
 					sc.broken = true
 				}
+			}
+			if !sc.clean() {
+				sc.broken = true
 			}
 		}
 		sc.pool.active.Dec()
@@ -581,33 +676,35 @@ func (c *client) releaseAll() {
 	}
 }
 
-// resetServer runs sql statements (split on ';', each as its own query) and waits for the results.
-func (c *client) resetServer(sc *serverConn, sql string) error {
+// resetServer runs each statement as its own simple query and checks that the connection ends idle
+// and outside a transaction.
+func (c *client) resetServer(sc *serverConn, stmts ...string) error {
 	_ = sc.conn.SetDeadline(time.Now().Add(c.p.cfg.ServerConnectTimeout))
 	defer sc.conn.SetDeadline(time.Time{})
-	for _, stmt := range strings.Split(sql, ";") {
-		if _, err := sc.wr.Write(encodeQuery(nil, stmt)); err != nil {
+	for _, stmt := range stmts {
+		if err := sc.send(encodeQuery(nil, stmt)); err != nil {
 			return err
 		}
 		if err := sc.wr.Flush(); err != nil {
 			return err
 		}
-		for {
-			typ, msg, err := sc.rd.next()
+		for !sc.settled() {
+			typ, msg, err := sc.next()
 			if err != nil {
 				return err
 			}
-			if typ == msgReadyForQuery {
-				if msg[5] != 'I' {
-					return fmt.Errorf("server still in a transaction after %s", stmt)
-				}
-				break
+			if typ == msgErrorResponse {
+				return fmt.Errorf("%s on node %s: %s", stmt, sc.pool.key.node, errorCode(msg))
 			}
 		}
-	}
-	if strings.Contains(sql, "DISCARD ALL") {
-		clear(sc.prepared)
-		sc.stateKey = 0
+		if sc.st.txn != 'I' {
+			return fmt.Errorf("server still in a transaction after %s", stmt)
+		}
+		if stmt == "DISCARD ALL" || stmt == "DEALLOCATE ALL" {
+			clear(sc.prepared)
+			sc.stale = sc.stale[:0]
+			sc.stateKey = 0
+		}
 	}
 	return nil
 }
@@ -668,7 +765,7 @@ func (c *client) simpleQuery(msg []byte) error {
 	if c.deadTxn {
 		return c.deadTxnQuery(res)
 	}
-	if res.Pin != classify.PinNone && c.p.cfg.PoolMode == PoolTransaction && c.pinnedNode == "" {
+	if res.Pin != classify.PinNone && c.pinnedNode == "" {
 		// Pinning keeps this connection: the statement must run on the primary, where it will stay.
 		res.Route = classify.RoutePrimary
 	}
@@ -701,11 +798,11 @@ func (c *client) simpleQuery(msg []byte) error {
 			t = target{node: nodeOf(c), route: "held"}
 		}
 		var sc *serverConn
-		if sc, err = c.checkout(t); err == nil {
+		if sc, t, err = c.checkoutRead(t); err == nil {
 			c.steps = c.steps[:0]
 			retry := c.txStatus == 'I' && c.deferBegin == "" // outside a transaction a stale plan can be retried
 			if c.deferBegin != "" {
-				if _, err := sc.wr.Write(encodeQuery(c.out[:0], c.deferBegin)); err != nil {
+				if err := sc.send(encodeQuery(c.out[:0], c.deferBegin)); err != nil {
 					return c.afterServerError(c.serverLost(sc, err))
 				}
 				c.steps = append(c.steps, step{kind: stepSwallowQuery})
@@ -717,10 +814,11 @@ func (c *client) simpleQuery(msg []byte) error {
 				c.writeAuto(sc, retry)
 			} else {
 				c.steps = append(c.steps, step{kind: stepQuery})
-				if _, err := sc.wr.Write(msg); err != nil {
+				if err := sc.send(msg); err != nil {
 					return c.afterServerError(c.serverLost(sc, err))
 				}
 			}
+			c.restoreStartup(sc, res)
 			if c.tracksCommit(sc, res) {
 				c.askCommitLSN(sc)
 			}
@@ -792,6 +890,17 @@ func (c *client) execute(sc *serverConn, res classify.Result) error {
 		}
 		return err
 	}
+	if out.rfq && !sc.settled() {
+		// The relay ended at a ReadyForQuery while the server still owes answers: the proxy lost
+		// track of the conversation. The answers sent so far were right; the connection is not
+		// used again.
+		c.log.Error("server connection out of step after a relay: closed", "node", sc.pool.key.node, "state", sc.stateName())
+		sc.broken = true
+		if c.pinnedNode != "" || c.p.cfg.PoolMode == PoolSession {
+			_ = c.wr.Flush()
+			return c.endAfterLostServer(nil)
+		}
+	}
 	if out.rfq {
 		c.settle(sc, res, out)
 	}
@@ -823,9 +932,12 @@ func (c *client) settle(sc *serverConn, res classify.Result, out relayResult) {
 		c.pending = c.pending[:0]
 	}
 	if res.Discard && !out.failed {
+		// DISCARD ALL or DEALLOCATE ALL: the server's statements are gone, and so are the client's.
 		clear(sc.prepared)
+		sc.stale = sc.stale[:0]
+		clear(c.stmts)
 	}
-	if res.Pin != classify.PinNone && !out.failed && c.p.cfg.PoolMode == PoolTransaction && c.pinnedNode == "" {
+	if res.Pin != classify.PinNone && !out.failed && c.pinnedNode == "" {
 		c.pinnedNode = sc.pool.key.node
 		c.pinnedShown.Store(c.pinnedNode)
 		c.p.metrics.pins.WithLabelValues(res.Pin.String()).Inc()
@@ -1087,7 +1199,7 @@ func (c *client) functionCall(msg []byte) error {
 		return c.replyError(err)
 	}
 	c.steps = append(c.steps[:0], step{kind: stepQuery})
-	if _, err := sc.wr.Write(msg); err != nil {
+	if err := sc.send(msg); err != nil {
 		return c.afterServerError(c.serverLost(sc, err))
 	}
 	return c.execute(sc, classify.Result{Route: classify.RoutePrimary})

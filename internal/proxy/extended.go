@@ -170,7 +170,7 @@ func (c *client) runBatch() error {
 		return c.answerLocalBatch()
 	}
 	res, routable := c.batchResult()
-	if res.Pin != classify.PinNone && c.p.cfg.PoolMode == PoolTransaction && c.pinnedNode == "" {
+	if res.Pin != classify.PinNone && c.pinnedNode == "" {
 		res.Route = classify.RoutePrimary
 	}
 	if c.deferBegin != "" && c.cur == nil {
@@ -183,7 +183,7 @@ func (c *client) runBatch() error {
 		if c.cur != nil {
 			t = target{node: nodeOf(c), route: "held"}
 		} else if t, err = c.routeFor(res); err == nil {
-			_, err = c.checkout(t)
+			_, t, err = c.checkoutRead(t)
 		}
 		if err != nil {
 			return c.batchError(err)
@@ -195,7 +195,7 @@ func (c *client) runBatch() error {
 	// statement turns out stale (see writeAuto).
 	retryable := c.txStatus == 'I' && c.deferBegin == "" && c.canonicalBatch()
 	if sc != nil && c.deferBegin != "" {
-		_, _ = sc.wr.Write(encodeQuery(c.out[:0], c.deferBegin))
+		_ = sc.send(encodeQuery(c.out[:0], c.deferBegin))
 		c.steps = append(c.steps, step{kind: stepSwallowQuery})
 		c.deferBegin = ""
 	}
@@ -207,8 +207,11 @@ func (c *client) runBatch() error {
 	if t.route != "" {
 		c.countQuery(t)
 	}
-	if c.items[len(c.items)-1].typ == msgSync && c.tracksCommit(sc, res) {
-		c.askCommitLSN(sc)
+	if c.items[len(c.items)-1].typ == msgSync {
+		c.restoreStartup(sc, res)
+		if c.tracksCommit(sc, res) {
+			c.askCommitLSN(sc)
+		}
 	}
 	return c.execute(sc, res)
 }
@@ -217,7 +220,10 @@ func (c *client) runBatch() error {
 // answers each. With retryable, a stale auto-prepared statement's Bind error is held back for a
 // second run; again is that second run (the unnamed Parse was answered already).
 func (c *client) writeItems(sc *serverConn, retryable, again bool) {
-	skipping := false // after a synthetic error, messages up to Sync are not sent (as the server would skip them)
+	// After an error the proxy answered itself, messages up to Sync are not sent (as the server would
+	// skip them), also those of the next batches when this one ends without Sync.
+	skipping := c.skipping
+	defer func() { c.skipping = skipping }()
 	parsedUnnamed := false
 	for i := range c.items {
 		it := &c.items[i]
@@ -259,9 +265,16 @@ func (c *client) writeItems(sc *serverConn, retryable, again bool) {
 				continue
 			}
 			c.stmts[it.name] = ps
-			if sc == nil || sc.prepared[ps.internal] {
+			if sc == nil {
 				c.steps = append(c.steps, step{kind: stepSynthParse})
 				continue
+			}
+			if sc.prepared[ps.internal] {
+				// The client's Parse is a real one, as on a direct connection: a copy prepared
+				// earlier (by this client or another) may be stale, and the client's new statement
+				// must see the tables as they are now.
+				delete(sc.prepared, ps.internal)
+				sc.stale = append(sc.stale, ps.internal)
 			}
 			c.prepareOn(sc, ps.internal, ps.sql, ps.paramTypes, stepParse)
 		case msgBind:
@@ -287,8 +300,12 @@ func (c *client) writeItems(sc *serverConn, retryable, again bool) {
 				c.write(sc, finishMsg(out, start))
 			}
 			st := step{kind: stepBind}
-			if named {
-				st.name = ps.internal // a stale plan is closed and prepared again (see markStale)
+			if named && (ps.auto || c.sharesStatements()) {
+				// A stale plan is closed and prepared again (see markStale): always for the proxy's
+				// own statements, and for shared ones. A statement of the client's own on a
+				// connection of its own keeps failing, as it would directly, until the client
+				// prepares it again.
+				st.name = ps.internal
 				st.retry = retryable && ps.auto
 			}
 			c.steps = append(c.steps, st)
@@ -344,11 +361,23 @@ func (c *client) writeItems(sc *serverConn, retryable, again bool) {
 			}
 		}
 	}
+	if skipping && sc != nil && c.items[len(c.items)-1].typ == msgFlush {
+		// The batch's Flush was dropped with the messages after an error the proxy answered
+		// itself; the server must still send what it owes for the messages before it.
+		c.write(sc, rawFlush)
+	}
+}
+
+// sharesStatements reports whether the server connections the client uses carry other clients'
+// prepared statements (transaction pooling, not pinned): a statement is prepared once per server
+// connection under a name derived from its text.
+func (c *client) sharesStatements() bool {
+	return c.p.cfg.PoolMode == PoolTransaction && c.pinnedNode == ""
 }
 
 // write appends a message for the server; errors surface at the flush.
 func (c *client) write(sc *serverConn, b []byte) {
-	_, _ = sc.wr.Write(b)
+	_ = sc.send(b)
 }
 
 // ensurePrepared injects a Parse when the statement a Bind or Describe names is not yet prepared on

@@ -38,8 +38,10 @@ func msg(typ byte, body ...[]byte) []byte {
 
 func cstr(s string) []byte { return append([]byte(s), 0) }
 
-// FuzzClientMessages feeds arbitrary bytes to a logged-in client session. It must never panic or
-// hang, whatever the bytes.
+// FuzzClientMessages feeds arbitrary bytes to a logged-in client session of a proxy in front of real
+// servers (a primary and a replica, one server connection per pool). It must never panic or hang,
+// whatever the bytes, and afterwards a fresh client must find clean server connections (see
+// FuzzSessionIsolation, which builds its sequences from whole messages).
 func FuzzClientMessages(f *testing.F) {
 	f.Add(msg('Q', cstr("SELECT 1")))
 	f.Add(msg('Q', cstr("BEGIN")))
@@ -64,12 +66,10 @@ func FuzzClientMessages(f *testing.F) {
 	f.Add([]byte{'Q', 0, 0, 0, 3})
 	f.Add([]byte{'Q', 0x7f, 0xff, 0xff, 0xff})
 	f.Add(msg('X'))
-	p := fuzzProxy(f)
+	env := newIsolationEnv(f)
 	f.Fuzz(func(t *testing.T, data []byte) {
-		onPipe(t, p, data, func(c *client) {
-			c.user, c.database = "u", "d"
-			_ = c.loop()
-		})
+		env.sessionBytes(t, data, 1)
+		env.check(t)
 	})
 }
 

@@ -2,6 +2,7 @@ package proxy_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -137,7 +138,15 @@ func TestClientThatStopsReading(t *testing.T) {
 	stalled.(*net.TCPConn).SetReadBuffer(4096)
 	query := "SELECT repeat('x', 10000) FROM generate_series(1, 100000)" // ~1 GB of rows, never read
 	stalled.Write(append(startupPacket(3<<16, "user", "postgres", "database", "postgres"), frontendMsg('Q', append([]byte(query), 0))...))
-	time.Sleep(500 * time.Millisecond) // the stalled client now holds the only server connection
+	// Wait until the stalled client holds the only server connection, or the test checks nothing.
+	watch := pgtest.Conn(t, e.replica)
+	if err := pgtest.WaitFor(ctx, 10*time.Millisecond, func(ctx context.Context) (bool, error) {
+		var n int
+		err := watch.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE query = $1", query).Scan(&n)
+		return n == 1, err
+	}); err != nil {
+		t.Fatalf("the stalled client's query never reached the server: %v", err)
+	}
 	start := time.Now()
 	other, err := pgx.Connect(ctx, e.connString())
 	if err != nil {

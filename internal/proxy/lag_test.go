@@ -66,6 +66,16 @@ func TestLaggingReplicaLeavesReadRouting(t *testing.T) {
 // scrapeGauge reads one sample from a proxy's /metrics.
 func scrapeGauge(t *testing.T, addr, series string) float64 {
 	t.Helper()
+	v, ok := scrapeSeries(t, addr, series)
+	if !ok {
+		t.Fatalf("no %s in /metrics", series)
+	}
+	return v
+}
+
+// scrapeSeries returns a series' value, and false when /metrics has no such series (yet).
+func scrapeSeries(t *testing.T, addr, series string) (float64, bool) {
+	t.Helper()
 	resp, err := http.Get("http://" + addr + "/metrics")
 	if err != nil {
 		t.Fatal(err)
@@ -74,10 +84,10 @@ func scrapeGauge(t *testing.T, addr, series string) float64 {
 	b, _ := io.ReadAll(resp.Body)
 	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(series) + ` (\S+)$`).FindSubmatch(b)
 	if m == nil {
-		t.Fatalf("no %s in /metrics", series)
+		return 0, false
 	}
 	v, _ := strconv.ParseFloat(string(m[1]), 64)
-	return v
+	return v, true
 }
 
 // TestConsistencyModes: with a replica that applies commits two seconds late, an eventual read right

@@ -3,14 +3,16 @@ package proxy
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
+	"unsafe"
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -31,11 +33,13 @@ type serverConn struct {
 	params map[string]string // ParameterStatus values reported at login
 
 	// Owned by whoever holds the connection (a client, or the pool while idle).
-	prepared map[string]bool // internal statement names prepared on this connection
-	stale    []string        // statements to close before the next use (see markStale)
-	gen      uint64          // the pool's generation when it was dialed (RECONNECT bumps it)
-	stateKey uint64          // the client session state (SETs) currently applied; 0 = server defaults
-	broken   bool            // unusable: close instead of returning to the pool
+	prepared map[string]bool   // internal statement names prepared on this connection
+	stale    []string          // statements to close before the next use (see markStale)
+	gen      uint64            // the pool's generation when it was dialed (RECONNECT bumps it)
+	stateKey uint64            // the client session state (SETs) currently applied; 0 = server defaults
+	broken   bool              // unusable: close instead of returning to the pool
+	st       protoState        // protocol state: see serverstate.go
+	reported map[string]string // identity parameters as last reported, once one changed (noteParameter)
 	created  time.Time
 	lastUsed time.Time
 
@@ -90,7 +94,7 @@ func dialServer(ctx context.Context, cfg *Config, address, user, database string
 	return &serverConn{
 		conn: h.Conn, rd: newMsgReader(rw, 32<<10, maxMsg), wr: bufio.NewWriterSize(rw, 16<<10),
 		pid: h.PID, secret: h.SecretKey, params: h.ParameterStatuses,
-		prepared: map[string]bool{}, created: now, lastUsed: now,
+		prepared: map[string]bool{}, created: now, lastUsed: now, st: protoState{txn: 'I'},
 	}, nil
 }
 
@@ -194,16 +198,42 @@ func loginWithKeys(ctx context.Context, cfg *Config, address, user, database str
 
 func (s *serverConn) close() { _ = s.conn.Close() }
 
-// alive checks without blocking that the server has not closed the idle connection (a restarted or
-// crashed server leaves a readable EOF behind, and a terminated backend an ErrorResponse).
+// alive checks without blocking that the server has not spoken since the connection went idle: an
+// idle connection has nothing to say unless something happened to it (a restarted or crashed server
+// leaves an EOF behind, a terminated backend a FATAL ErrorResponse, then an EOF). It peeks at the
+// socket with MSG_PEEK|MSG_DONTWAIT, which neither waits nor consumes anything.
 func (s *serverConn) alive() bool {
 	if s.rd.buffered() > 0 {
-		return false // an idle connection has nothing to say unless something went wrong
+		return false
 	}
-	_ = s.conn.SetReadDeadline(time.Now().Add(-time.Second))
-	_, err := s.rd.r.Peek(1)
-	_ = s.conn.SetReadDeadline(time.Time{})
-	return errors.Is(err, os.ErrDeadlineExceeded)
+	conn := s.conn
+	if tc, ok := conn.(*tls.Conn); ok {
+		conn = tc.NetConn() // TLS records are bytes too: an idle TLS connection has none pending either
+	}
+	sysc, ok := conn.(syscall.Conn)
+	if !ok {
+		return true
+	}
+	rc, err := sysc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	alive := false
+	var b [1]byte
+	err = rc.Read(func(fd uintptr) bool {
+		for {
+			_, _, errno := syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&b[0])), 1,
+				syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
+			if errno == syscall.EINTR {
+				continue
+			}
+			// EAGAIN: nothing to read, the connection is idle and open. Anything else (bytes, EOF
+			// as 0, an error such as ECONNRESET) means it is not.
+			alive = errno == syscall.EAGAIN
+			return true
+		}
+	})
+	return err == nil && alive
 }
 
 // poolKey names a pool: server connections are shared only between clients of the same user and
@@ -369,8 +399,8 @@ func (pl *pool) usable(sc *serverConn) bool {
 	if cfg.ServerLifetime > 0 && now.Sub(sc.created) > cfg.ServerLifetime {
 		return false
 	}
-	if now.Sub(sc.lastUsed) > time.Second && !sc.alive() {
-		return false
+	if !sc.alive() {
+		return false // one system call that does not wait: cheaper than a client's query failing
 	}
 	return true
 }

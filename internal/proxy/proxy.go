@@ -572,30 +572,51 @@ func (p *Proxy) cancelRequest(pid uint32, secret []byte) {
 		p.log.Debug("cancel request for an unknown client ignored", "pid", pid)
 		return
 	}
+	// c.mu is held until the server has taken the cancel: the session cannot give its connection
+	// back to the pool meanwhile, so the cancel reaches only the statement of the client that asked
+	// (a backend that has gone idle by then ignores it, as PostgreSQL does while reading a command).
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	sc := c.cur
-	c.mu.Unlock()
 	if sc == nil {
-		return
+		return // nothing running for this client: nothing to cancel
 	}
+	if err := p.sendCancel(sc); err != nil {
+		p.log.Warn("cannot forward cancel request", "node", sc.pool.key.node, "err", err)
+	}
+}
+
+// sendCancel delivers a CancelRequest for sc's backend to its server (over TLS when server_tls asks
+// for it) and waits until the server has processed it (it closes the connection).
+func (p *Proxy) sendCancel(sc *serverConn) error {
 	ctx, cancel := context.WithTimeout(p.ctx, p.cfg.ServerConnectTimeout)
 	defer cancel()
+	tlsConf, err := p.cfg.serverTLSConfig(sc.pool.address)
+	if err != nil {
+		return err
+	}
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "tcp", sc.pool.address)
 	if err != nil {
-		p.log.Warn("cannot forward cancel request", "node", sc.pool.key.node, "err", err)
-		return
+		return err
 	}
-	defer conn.Close()
+	defer func() { _ = conn.Close() }()
+	_ = conn.SetDeadline(time.Now().Add(p.cfg.ServerConnectTimeout))
+	if tlsConf != nil {
+		if conn, err = startServerTLS(ctx, conn, tlsConf); err != nil {
+			return err
+		}
+	}
 	msg := make([]byte, 16, 12+len(sc.secret))
 	binary.BigEndian.PutUint32(msg[0:], uint32(12+len(sc.secret)))
 	binary.BigEndian.PutUint32(msg[4:], cancelRequestCode)
 	binary.BigEndian.PutUint32(msg[8:], sc.pid)
 	msg = append(msg[:12], sc.secret...)
-	_, _ = conn.Write(msg)
-	// Wait for the server to close the connection, so the cancel has been processed when we return.
-	_ = conn.SetReadDeadline(time.Now().Add(p.cfg.ServerConnectTimeout))
-	_, _ = bufio.NewReader(conn).ReadByte()
+	if _, err := conn.Write(msg); err != nil {
+		return err
+	}
+	_, _ = bufio.NewReader(conn).ReadByte() // EOF once the postmaster has signalled the backend
+	return nil
 }
 
 func constantTimeEqual(a, b []byte) bool {

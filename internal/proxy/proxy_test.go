@@ -278,9 +278,24 @@ func TestCancelReachesTheServer(t *testing.T) {
 	for _, sql := range []string{"SELECT pg_sleep(30)", "SELECT pg_sleep(30) /* meridian:primary */"} {
 		start := time.Now()
 		done := make(chan struct{})
+		node := e.replica
+		if strings.Contains(sql, "primary") {
+			node = e.primary
+		}
+		watch := pgtest.Conn(t, node)
 		go func() {
 			defer close(done)
-			time.Sleep(300 * time.Millisecond) // let the query start
+			// Cancel once the statement runs on its server (a cancel that arrives before it
+			// would cancel nothing, and the test would wait 30 s).
+			ctx := pgtest.Context(t, time.Minute)
+			if err := pgtest.WaitFor(ctx, 5*time.Millisecond, func(ctx context.Context) (bool, error) {
+				var n int
+				err := watch.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query = $1", sql).Scan(&n)
+				return n == 1, err
+			}); err != nil {
+				t.Errorf("the statement never ran: %v", err)
+				return
+			}
 			if err := conn.PgConn().CancelRequest(context.Background()); err != nil {
 				t.Errorf("cancel request: %v", err)
 			}
@@ -502,10 +517,12 @@ func TestNodeFailures(t *testing.T) {
 	}
 	// The local replica dies: reads move to the primary within a poll interval.
 	e.replica.Kill()
+	// No read may fail meanwhile: one sent to the dead replica before discovery noticed runs on the
+	// primary (nothing of it reached the replica).
 	err := pgtest.WaitFor(ctx, 20*time.Millisecond, func(ctx context.Context) (bool, error) {
 		var node string
 		err := conn.QueryRow(ctx, "SELECT current_setting('cluster_name')").Scan(&node)
-		return err == nil && node == "primary", nil
+		return err == nil && node == "primary", err
 	})
 	if err != nil {
 		t.Fatalf("reads did not move off the dead replica: %v", err)
@@ -516,7 +533,7 @@ func TestNodeFailures(t *testing.T) {
 	err = pgtest.WaitFor(ctx, 20*time.Millisecond, func(ctx context.Context) (bool, error) {
 		var node string
 		err := conn.QueryRow(ctx, "SELECT current_setting('cluster_name')").Scan(&node)
-		return err == nil && node == "west", nil
+		return err == nil && node == "west", err
 	})
 	if err != nil {
 		t.Fatalf("reads did not return to the replica: %v", err)
@@ -526,7 +543,13 @@ func TestNodeFailures(t *testing.T) {
 	err = pgtest.WaitFor(ctx, 20*time.Millisecond, func(ctx context.Context) (bool, error) {
 		_, err := conn.Exec(ctx, "INSERT INTO f VALUES (1)")
 		var pe *pgconn.PgError
-		return errors.As(err, &pe) && pe.Code == "57P03", nil
+		switch {
+		case errors.As(err, &pe) && pe.Code == "57P03":
+			return true, nil
+		case errors.As(err, &pe) && pe.Code == "08006":
+			return false, nil // the dead primary's connection, until discovery notices
+		}
+		return false, fmt.Errorf("a write with the primary dead: %v, want 08006 then 57P03", err)
 	})
 	if err != nil {
 		t.Fatalf("writes did not fail with 57P03 after the primary died: %v", err)

@@ -3,7 +3,6 @@ package proxy
 import (
 	"encoding/binary"
 	"errors"
-	"fmt"
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
@@ -32,6 +31,7 @@ const (
 	stepSwallowBind                  // a Bind the proxy wrote for a simple query (auto_prepare): swallow BindComplete
 	stepRowDesc                      // its Describe: relay RowDescription, swallow NoData (a simple Query sends none)
 	stepSwallowClose                 // a Close of a stale statement the proxy injected: swallow CloseComplete
+	stepRestore                      // a Query restoring startup values after RESET (see restoreStartup): relay ParameterStatus, swallow the rest
 )
 
 type step struct {
@@ -56,14 +56,20 @@ type relayResult struct {
 func (c *client) relay(sc *serverConn) (relayResult, error) {
 	var res relayResult
 	steps := c.steps
-	skipToSync := false
+	// srvSkip: the server discards every message up to the next Sync (after an error in an
+	// extended-protocol message, also one of an earlier batch that ended without Sync).
+	// skipToSync: the steps up to the next Sync get no answer: the server discards them, or the
+	// proxy answered an error itself (and did not send them).
+	srvSkip := sc.st.skipping
+	skipToSync := srvSkip
+	defer func() { sc.st.skipping = srvSkip }()
 	var commitLSN topology.LSN // the answer of a stepCommitLSN
 	for i := 0; i < len(steps); {
 		st := steps[i]
 		if st.kind == stepCommitLSN {
 			// The client's ReadyForQuery is held until the position is in, so that the client
 			// has the new meridian.commit_lsn when its statement returns.
-			typ, msg, err := sc.rd.next()
+			typ, msg, err := sc.next()
 			if err != nil {
 				sc.broken = true // the statement itself is done: the client is told nothing went wrong
 				if !res.retry {
@@ -78,22 +84,27 @@ func (c *client) relay(sc *serverConn) (relayResult, error) {
 			case msgDataRow:
 				commitLSN = parseLSNRow(msg)
 			case msgErrorResponse:
-				// Inside a failed transaction block there is nothing to learn, and a Parse sent
-				// with it was refused too: prepare again next time (unless it already existed).
-				if st.name != "" && errorCode(msg) != codeDuplicatePrepared {
-					delete(sc.prepared, commitLSNStmt)
-				}
+				// Inside a failed transaction block there is nothing to learn.
 			case msgParamStatus:
 				_, _ = c.wr.Write(msg)
 			case msgReadyForQuery:
 				if !res.retry {
 					c.finishCommit(res.status, commitLSN)
 				}
+				skipToSync, srvSkip = false, false
 				i++
 			}
 			continue
 		}
-		if skipToSync && st.kind != stepSync && st.kind != stepQuery {
+		queryLike := st.kind == stepQuery || st.kind == stepSwallowQuery || st.kind == stepRestore
+		if queryLike && srvSkip {
+			// A Query (or FunctionCall) that reaches a server discarding messages until Sync is
+			// discarded too, without any answer, as on a direct connection.
+			sc.st.owed--
+			i++
+			continue
+		}
+		if skipToSync && st.kind != stepSync && !queryLike {
 			switch st.kind {
 			case stepParse, stepSwallowParse:
 				delete(sc.prepared, st.name) // the server skipped it: not prepared after all
@@ -118,14 +129,15 @@ func (c *client) relay(sc *serverConn) (relayResult, error) {
 				}
 			}
 		}
-		typ, msg, err := sc.rd.next()
+		typ, msg, err := sc.next()
 		if err != nil {
 			return res, c.serverLost(sc, err)
 		}
-		swallow := st.kind == stepSwallowQuery || st.kind == stepSwallowParse || st.kind == stepSwallowBind || st.kind == stepSwallowClose
+		swallow := st.kind == stepSwallowQuery || st.kind == stepSwallowParse || st.kind == stepSwallowBind ||
+			st.kind == stepSwallowClose || st.kind == stepRestore
 		switch typ {
 		case msgNotice, msgNotification, msgParamStatus:
-			if !swallow || typ != msgParamStatus {
+			if !swallow || typ != msgParamStatus || st.kind == stepRestore {
 				_, _ = c.wr.Write(msg)
 			}
 			continue
@@ -150,6 +162,12 @@ func (c *client) relay(sc *serverConn) (relayResult, error) {
 					continue
 				}
 			}
+			if st.kind == stepRestore {
+				// Only in a failed transaction block (which rolls the client's RESET back too):
+				// the connection's settings are no longer known for sure.
+				sc.stateKey = ^uint64(0)
+				continue
+			}
 			if code == "25006" {
 				c.p.disc.Refresh() // a server that refuses writes: the topology moved
 			}
@@ -157,13 +175,14 @@ func (c *client) relay(sc *serverConn) (relayResult, error) {
 			res.failed, res.code = true, code
 			_, _ = c.wr.Write(msg)
 			switch st.kind {
-			case stepQuery, stepSwallowQuery:
-				// ReadyForQuery follows.
+			case stepQuery, stepSwallowQuery, stepSync:
+				// ReadyForQuery follows (at a Sync: an error of the implicit commit, such as a
+				// deferred constraint).
 			default:
 				if st.kind == stepParse || st.kind == stepSwallowParse {
 					delete(sc.prepared, st.name)
 				}
-				skipToSync = true // the server discards messages until Sync
+				skipToSync, srvSkip = true, true // the server discards messages until Sync
 				i++
 			}
 			continue
@@ -172,21 +191,47 @@ func (c *client) relay(sc *serverConn) (relayResult, error) {
 				i++
 				continue
 			}
+			if st.kind == stepRestore {
+				// The client's ReadyForQuery, held until now, goes out (or with the commit position).
+				i++
+				if i == len(steps) || steps[i].kind != stepCommitLSN {
+					_, _ = c.wr.Write(appendReadyForQuery(c.out[:0], res.status))
+				}
+				continue
+			}
 			if res.retry {
-				res.status, skipToSync = msg[5], false
+				res.status, skipToSync, srvSkip = msg[5], false, false
 				i++
 				continue
 			}
 			res.rfq, res.status = true, msg[5]
-			skipToSync = false
+			skipToSync, srvSkip = false, false
 			i++
-			if i < len(steps) && steps[i].kind == stepCommitLSN {
-				continue // written by finishCommit
+			if i < len(steps) && (steps[i].kind == stepCommitLSN || steps[i].kind == stepRestore) {
+				continue // written after those (by finishCommit, or above)
 			}
 			_, _ = c.wr.Write(msg)
 			continue
 		case msgCopyIn:
 			_, _ = c.wr.Write(msg)
+			if st.kind == stepExecute {
+				// The server ignores the Syncs that reach it during COPY FROM STDIN: the batch's
+				// own, already written, is not answered (copyIn forwards the client's next one).
+				// More than one (a pipeline behind the COPY) cannot be accounted for: the
+				// connection is not reused.
+				syncs := 0
+				for _, later := range steps[i+1:] {
+					if later.kind == stepSync || later.kind == stepCommitLSN {
+						syncs++
+					}
+				}
+				if syncs > 0 {
+					sc.st.owed--
+				}
+				if syncs > 1 {
+					sc.broken = true
+				}
+			}
 			if err := c.copyIn(sc, st.kind == stepExecute); err != nil {
 				return res, err
 			}
@@ -225,34 +270,27 @@ func (c *client) tracksCommit(sc *serverConn, res classify.Result) bool {
 	return res.Txn != classify.TxnBegin
 }
 
-// askCommitLSN pipelines the position query behind what was written to sc, as a statement prepared
-// once per server connection (no parsing and planning per write). It runs in a portal of its own,
-// closed before its Sync: the client's unnamed portal, which may live on inside a transaction, is
-// left alone (a simple Query would destroy it).
+// askCommitLSN pipelines the position query behind what was written to sc. It is parsed as the
+// unnamed statement (so that no statement of the proxy's shows in the client's
+// pg_prepared_statements; the proxy never relies on the server keeping a client's unnamed statement
+// from one batch to the next, see ensurePrepared) and run in a portal of its own, closed before its
+// Sync: the client's unnamed portal, which may live on inside a transaction, is left alone (a simple
+// Query would destroy it).
 func (c *client) askCommitLSN(sc *serverConn) {
-	st := step{kind: stepCommitLSN}
-	if !sc.prepared[commitLSNStmt] {
-		sc.prepared[commitLSNStmt] = true
-		c.write(sc, encodeParse(c.out[:0], commitLSNStmt, commitLSNQuery, []byte{0, 0}))
-		st.name = commitLSNStmt // preparing it
-	}
 	c.write(sc, commitLSNExec)
-	c.steps = append(c.steps, st)
+	c.steps = append(c.steps, step{kind: stepCommitLSN})
 }
 
-// commitLSNStmt and commitLSNPortal are the server-side names of the position query.
-const (
-	commitLSNStmt   = "mdn_commit_lsn"
-	commitLSNPortal = "mdn_commit_lsn"
-)
+// commitLSNPortal is the server-side name of the position query's portal.
+const commitLSNPortal = "mdn_commit_lsn"
 
-// commitLSNExec is Bind, Execute, Close (portal) and Sync of the position query.
+// commitLSNExec is Parse (unnamed), Bind, Execute, Close (portal) and Sync of the position query.
 var commitLSNExec = func() []byte {
-	b, start := appendMsgHeader(nil, msgBind)
+	b := encodeParse(nil, "", commitLSNQuery, []byte{0, 0})
+	b, start := appendMsgHeader(b, msgBind)
 	b = append(b, commitLSNPortal...)
-	b = append(b, 0)
-	b = append(b, commitLSNStmt...)
-	b = append(b, 0, 0, 0, 0, 0, 0, 0) // no parameter formats, no parameters, no result formats
+	b = append(b, 0, 0)             // the unnamed statement
+	b = append(b, 0, 0, 0, 0, 0, 0) // no parameter formats, no parameters, no result formats
 	b = finishMsg(b, start)
 	b, start = appendMsgHeader(b, msgExecute)
 	b = append(b, commitLSNPortal...)
@@ -355,18 +393,18 @@ func (c *client) copyIn(sc *serverConn, extended bool) error {
 		typ, msg, err := c.rd.next()
 		if err != nil {
 			// The client vanished mid-COPY: abort it on the server so the connection is reusable.
-			_, _ = sc.wr.Write(appendCopyFail(c.out[:0], "client connection lost during COPY"))
+			_ = sc.send(appendCopyFail(c.out[:0], "client connection lost during COPY"))
 			_ = sc.wr.Flush()
 			sc.broken = true
 			return err
 		}
 		switch typ {
 		case msgCopyData:
-			if _, err := sc.wr.Write(msg); err != nil {
+			if err := sc.send(msg); err != nil {
 				return c.serverLost(sc, err)
 			}
 		case msgCopyDone, msgCopyFail:
-			if _, err := sc.wr.Write(msg); err != nil {
+			if err := sc.send(msg); err != nil {
 				return c.serverLost(sc, err)
 			}
 			if err := sc.wr.Flush(); err != nil {
@@ -378,10 +416,24 @@ func (c *client) copyIn(sc *serverConn, extended bool) error {
 			return nil
 		case msgFlush, msgSync:
 			// Ignored during COPY FROM STDIN, as PostgreSQL does.
-		default:
-			_, _ = sc.wr.Write(appendCopyFail(c.out[:0], fmt.Sprintf("unexpected message type %q during COPY from the client", typ)))
+		case msgTerminate:
+			// The client leaves mid-COPY: abort it; the connection is closed, not reused.
+			_ = sc.send(appendCopyFail(c.out[:0], "client connection closed during COPY"))
 			_ = sc.wr.Flush()
-			return errors.New("protocol violation during COPY")
+			sc.broken = true
+			return errClientGone
+		default:
+			// Any other message ends the COPY with PostgreSQL's own error ("unexpected message
+			// type 0x51 during COPY from stdin"), the message itself being consumed, exactly as on
+			// a direct connection: forward it and relay the server's answer.
+			if err := sc.send(msg); err != nil {
+				return c.serverLost(sc, err)
+			}
+			if err := sc.wr.Flush(); err != nil {
+				return c.serverLost(sc, err)
+			}
+			c.needSync = extended
+			return nil
 		}
 	}
 }
@@ -389,13 +441,16 @@ func (c *client) copyIn(sc *serverConn, extended bool) error {
 // forwardUntilSync forwards client messages to the server up to and including a Sync.
 func (c *client) forwardUntilSync(sc *serverConn) error {
 	c.needSync = false
+	if err := c.wr.Flush(); err != nil { // what the server said so far (its answer to CopyDone, an error)
+		return err
+	}
 	for {
 		typ, msg, err := c.rd.next()
 		if err != nil {
 			sc.broken = true
 			return err
 		}
-		if _, err := sc.wr.Write(msg); err != nil {
+		if err := sc.send(msg); err != nil {
 			return c.serverLost(sc, err)
 		}
 		if typ == msgSync {

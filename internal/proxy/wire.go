@@ -191,6 +191,7 @@ func encodeNamed(dst []byte, typ, kind byte, name string) []byte {
 // Fixed backend messages.
 var (
 	rawParseComplete = []byte{msgParseComplete, 0, 0, 0, 4}
+	rawFlush         = []byte{msgFlush, 0, 0, 0, 4}
 	rawBindComplete  = []byte{msgBindComplete, 0, 0, 0, 4}
 	rawCloseComplete = []byte{msgCloseComplete, 0, 0, 0, 4}
 )

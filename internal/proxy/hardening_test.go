@@ -1,0 +1,563 @@
+package proxy_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/meridiandb/meridian/internal/pgtest"
+	"github.com/meridiandb/meridian/internal/proxy"
+)
+
+// Regression tests for issue "Proxy hardening", section 1 and 2: nothing of one client reaches
+// another, and session state is honoured in both pool modes. Most run with pool_size 1, so that the
+// next client gets the very server connection the previous one left.
+
+var poolModes = []proxy.PoolMode{proxy.PoolTransaction, proxy.PoolSession}
+
+func onePool(mode proxy.PoolMode) envOptions {
+	return envOptions{configure: func(c *proxy.Config) {
+		c.PoolSize = 1
+		c.PoolMode = mode
+		c.QueryWaitTimeout = 20 * time.Second
+	}}
+}
+
+// rawClient is a client that speaks the protocol message by message, as a hostile or unusual client
+// would.
+type rawClient struct {
+	t    *testing.T
+	conn net.Conn
+	fe   *pgproto3.Frontend
+}
+
+func (e *env) raw(t *testing.T) *rawClient {
+	t.Helper()
+	return dialRaw(t, e.proxy.Addr(), nil)
+}
+
+func dialRaw(t *testing.T, addr string, params map[string]string) *rawClient {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	_ = conn.SetDeadline(time.Now().Add(time.Minute))
+	fe := pgproto3.NewFrontend(conn, conn)
+	p := map[string]string{"user": "postgres", "database": "postgres"}
+	for k, v := range params {
+		p[k] = v
+	}
+	fe.Send(&pgproto3.StartupMessage{ProtocolVersion: pgproto3.ProtocolVersionNumber, Parameters: p})
+	r := &rawClient{t: t, conn: conn, fe: fe}
+	r.flush()
+	r.until("ReadyForQuery")
+	return r
+}
+
+func (r *rawClient) send(msgs ...pgproto3.FrontendMessage) {
+	r.t.Helper()
+	for _, m := range msgs {
+		r.fe.Send(m)
+	}
+	r.flush()
+}
+
+func (r *rawClient) flush() {
+	r.t.Helper()
+	if err := r.fe.Flush(); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+// until reads messages up to one of the named type (e.g. "ReadyForQuery") and returns the type names
+// seen, that one included.
+func (r *rawClient) until(last string) []string {
+	r.t.Helper()
+	var seen []string
+	for {
+		m, err := r.fe.Receive()
+		if err != nil {
+			r.t.Fatalf("after %v: %v", seen, err)
+		}
+		name := reflect.TypeOf(m).Elem().Name()
+		if ps, ok := m.(*pgproto3.ParameterStatus); ok && strings.HasPrefix(ps.Name, "meridian.") {
+			continue // the proxy's own read-your-writes token (docs/consistency.md)
+		}
+		if e, ok := m.(*pgproto3.ErrorResponse); ok {
+			name += "(" + e.Code + ")"
+		}
+		seen = append(seen, name)
+		if strings.HasPrefix(name, last) {
+			return seen
+		}
+	}
+}
+
+// direct runs a raw client straight against the primary, to know what PostgreSQL itself answers.
+func (e *env) direct(t *testing.T) *rawClient {
+	t.Helper()
+	return dialRaw(t, e.primary.Endpoint().String(), nil)
+}
+
+// queryInt runs sql through a fresh pgx connection and returns its one int.
+func (e *env) queryInt(t *testing.T, sql string) int {
+	t.Helper()
+	ctx := pgtest.Context(t, time.Minute)
+	c := e.connect(t)
+	defer c.Close(ctx)
+	var n int
+	if err := c.QueryRow(ctx, sql, pgx.QueryExecModeSimpleProtocol).Scan(&n); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+	return n
+}
+
+// Issue item: an error at Sync (a deferred constraint checked at the implicit commit) arrives after
+// CommandComplete; the proxy must still consume its own pipelined commit-position query, or every
+// later answer is one statement late.
+func TestCommitErrorAtSync(t *testing.T) {
+	e := newEnv(t, onePool(proxy.PoolTransaction))
+	ctx := pgtest.Context(t, time.Minute)
+	pgtest.Exec(t, e.primary, "CREATE TABLE dx (f1 int UNIQUE DEFERRABLE INITIALLY DEFERRED)")
+	a := e.connect(t)
+	for i, want := range []string{"", "23505", "", "23505"} {
+		res := a.PgConn().ExecParams(ctx, "INSERT INTO dx VALUES (1)", nil, nil, nil, nil).Read()
+		var pe *pgconn.PgError
+		got := ""
+		if errors.As(res.Err, &pe) {
+			got = pe.Code
+		} else if res.Err != nil {
+			t.Fatalf("insert %d: %v", i, res.Err)
+		}
+		if i < 2 && got != want {
+			t.Fatalf("insert %d: SQLSTATE %q, want %q", i, got, want)
+		}
+		var n int
+		if err := a.QueryRow(ctx, fmt.Sprintf("SELECT %d", 40+i)).Scan(&n); err != nil || n != 40+i {
+			t.Fatalf("after insert %d the next statement got %d (err %v), want %d: answers out of step", i, n, err, 40+i)
+		}
+	}
+	// Simple protocol, an explicit transaction: the error at COMMIT.
+	if _, err := a.Exec(ctx, "BEGIN; INSERT INTO dx VALUES (1); COMMIT", pgx.QueryExecModeSimpleProtocol); err == nil {
+		t.Fatal("duplicate committed")
+	}
+	a.Close(ctx)
+	if n := e.queryInt(t, "SELECT 7"); n != 7 {
+		t.Fatalf("the next client got %d for SELECT 7", n)
+	}
+}
+
+// Issue item: a client sends a new Parse of a text another session prepared before an ALTER TABLE
+// changed its result type, with Describe and Flush (postgres.js does). Directly: ParseComplete and a
+// description; through the proxy the error, then no answer at all to Bind/Execute/Sync.
+func TestNewParseAfterAlterWithFlush(t *testing.T) {
+	for _, mode := range poolModes {
+		t.Run(string(mode), func(t *testing.T) {
+			e := newEnv(t, onePool(mode))
+			ctx := pgtest.Context(t, time.Minute)
+			pgtest.Exec(t, e.primary, "CREATE TABLE pt (a int)")
+			pgtest.Exec(t, e.primary, "INSERT INTO pt VALUES (1)")
+			const sql = "select * from pt where a = $1 /* meridian:primary */"
+			s1 := e.connect(t)
+			if _, err := s1.PgConn().Prepare(ctx, "s1", sql, nil); err != nil {
+				t.Fatal(err)
+			}
+			if mode == proxy.PoolTransaction {
+				s1.Close(ctx) // the next session gets the connection s1 prepared on
+			}
+			pgtest.Exec(t, e.primary, "ALTER TABLE pt ADD COLUMN b int")
+			var want []string
+			for _, r := range []*rawClient{e.direct(t), e.raw(t)} {
+				if mode == proxy.PoolSession && len(want) > 0 {
+					s1.Close(ctx)
+				}
+				r.send(&pgproto3.Parse{Name: "s2", Query: sql}, &pgproto3.Describe{ObjectType: 'S', Name: "s2"}, &pgproto3.Flush{})
+				got := r.until("RowDescription")
+				r.send(&pgproto3.Bind{PreparedStatement: "s2", Parameters: [][]byte{[]byte("1")}}, &pgproto3.Execute{}, &pgproto3.Sync{})
+				got = append(got, r.until("ReadyForQuery")...)
+				if want == nil {
+					want = got
+					continue
+				}
+				if !reflect.DeepEqual(got, want) {
+					t.Fatalf("through the proxy: %v\n         directly: %v", got, want)
+				}
+			}
+			if n := e.queryInt(t, "SELECT 8"); n != 8 {
+				t.Fatalf("the next client got %d", n)
+			}
+		})
+	}
+}
+
+// Issue item (converse): a client's own statement that PostgreSQL keeps refusing after the ALTER must
+// keep failing through the proxy too when the connection is the client's own (session mode), not be
+// re-prepared behind its back.
+func TestOwnStatementStaysStaleInSessionMode(t *testing.T) {
+	e := newEnv(t, onePool(proxy.PoolSession))
+	ctx := pgtest.Context(t, time.Minute)
+	pgtest.Exec(t, e.primary, "CREATE TABLE ps (a int)")
+	c := e.connect(t)
+	if _, err := c.PgConn().Prepare(ctx, "mine", "SELECT * FROM ps /* meridian:primary */", nil); err != nil {
+		t.Fatal(err)
+	}
+	pgtest.Exec(t, e.primary, "ALTER TABLE ps ADD COLUMN b int")
+	for i := 0; i < 2; i++ {
+		res := c.PgConn().ExecPrepared(ctx, "mine", nil, nil, nil).Read()
+		var pe *pgconn.PgError
+		if !errors.As(res.Err, &pe) || pe.Code != "0A000" {
+			t.Fatalf("run %d of the stale statement: %v, want 0A000 as directly", i, res.Err)
+		}
+	}
+}
+
+// Issue item: client A sends a Query where COPY data should be, then disconnects; client B must get
+// its own answers, in order.
+func TestCopyProtocolViolationLeavesNothing(t *testing.T) {
+	for _, mode := range poolModes {
+		t.Run(string(mode), func(t *testing.T) {
+			e := newEnv(t, onePool(mode))
+			pgtest.Exec(t, e.primary, "CREATE TABLE ct (a int)")
+			var want []string
+			for _, r := range []*rawClient{e.direct(t), e.raw(t)} {
+				r.send(&pgproto3.Query{String: "COPY ct FROM STDIN"})
+				r.until("CopyInResponse")
+				r.send(&pgproto3.Query{String: "SELECT 1"})
+				got := r.until("ErrorResponse")
+				if want == nil {
+					want = got
+				} else if !reflect.DeepEqual(got, want) {
+					t.Fatalf("through the proxy: %v, directly: %v", got, want)
+				}
+				r.conn.Close()
+			}
+			for i := 1; i <= 3; i++ {
+				if n := e.queryInt(t, fmt.Sprintf("SELECT %d /* meridian:primary */", i)); n != i {
+					t.Fatalf("client %d got %d", i, n)
+				}
+			}
+		})
+	}
+}
+
+// Issue item: Parse/Bind/Execute of an INSERT plus Flush, no Sync, then the client leaves: the
+// implicit transaction must die with it, not be committed by the next client's statement.
+func TestPipelineWithoutSyncRollsBack(t *testing.T) {
+	for _, mode := range poolModes {
+		t.Run(string(mode), func(t *testing.T) {
+			e := newEnv(t, onePool(mode))
+			pgtest.Exec(t, e.primary, "CREATE TABLE ft (a int)")
+			r := e.raw(t)
+			r.send(&pgproto3.Parse{Query: "INSERT INTO ft VALUES (1)"}, &pgproto3.Bind{}, &pgproto3.Execute{}, &pgproto3.Flush{})
+			r.until("CommandComplete")
+			r.conn.Close()
+			if n := e.queryInt(t, "WITH i AS (INSERT INTO ft VALUES (2) RETURNING 1) SELECT count(*) FROM i"); n != 1 {
+				t.Fatal("insert")
+			}
+			if n := e.queryInt(t, "SELECT count(*) FROM ft /* meridian:primary */"); n != 1 {
+				t.Fatalf("%d rows after the next client's one insert: the abandoned pipeline's insert was committed", n)
+			}
+			if n := e.queryInt(t, "SELECT count(*) FROM ft WHERE a = 1 /* meridian:primary */"); n != 0 {
+				t.Fatalf("the abandoned insert is in the table")
+			}
+		})
+	}
+}
+
+// Issue item: a role set by one client (SET ROLE, SET SESSION AUTHORIZATION) must never carry over
+// to the next client of the pooled connection.
+func TestRoleNeverCarriesOver(t *testing.T) {
+	for _, mode := range poolModes {
+		for _, set := range []string{"SET ROLE tenant_a", "SET SESSION AUTHORIZATION tenant_a",
+			"SELECT set_config('role', 'tenant_a', false)"} {
+			t.Run(string(mode)+"/"+set, func(t *testing.T) {
+				e := newEnv(t, onePool(mode))
+				ctx := pgtest.Context(t, time.Minute)
+				pgtest.Exec(t, e.primary, "CREATE ROLE tenant_a")
+				pgtest.Exec(t, e.primary, "CREATE TABLE secret (a int)")
+				a := e.connect(t)
+				if _, err := a.Exec(ctx, set); err != nil {
+					t.Fatal(err)
+				}
+				var who string
+				if err := a.QueryRow(ctx, "SELECT current_user /* meridian:primary */").Scan(&who); err != nil || who != "tenant_a" {
+					t.Fatalf("client A runs as %q (%v), want tenant_a", who, err)
+				}
+				a.Close(ctx)
+				b := e.connect(t)
+				for _, hint := range []string{"/* meridian:primary */", ""} {
+					if err := b.QueryRow(ctx, "SELECT current_user "+hint).Scan(&who); err != nil || who != "postgres" {
+						t.Fatalf("the next client runs as %q (%v), want postgres", who, err)
+					}
+				}
+				if _, err := b.Exec(ctx, "SELECT * FROM secret /* meridian:primary */"); err != nil {
+					t.Fatalf("the next client lost its own privileges: %v", err)
+				}
+			})
+		}
+	}
+}
+
+// Issue item: set_config(..., false) changes the session like SET: it must stay with the client that
+// made it and never reach the next one.
+func TestSetConfigStaysWithItsSession(t *testing.T) {
+	for _, mode := range poolModes {
+		t.Run(string(mode), func(t *testing.T) {
+			e := newEnv(t, onePool(mode))
+			ctx := pgtest.Context(t, time.Minute)
+			pgtest.Exec(t, e.primary, "CREATE TABLE sct (a int)")
+			a := e.connect(t)
+			if _, err := a.Exec(ctx, "SELECT set_config('search_path', 'pg_catalog', false)"); err != nil {
+				t.Fatal(err)
+			}
+			for i := 0; i < 3; i++ {
+				var sp string
+				if err := a.QueryRow(ctx, "SELECT current_setting('search_path')").Scan(&sp); err != nil || sp != "pg_catalog" {
+					t.Fatalf("client A's search_path is %q (%v) after its set_config", sp, err)
+				}
+			}
+			a.Close(ctx)
+			if n := e.queryInt(t, "SELECT count(*) FROM sct /* meridian:primary */"); n != 0 {
+				t.Fatal("sct not empty")
+			}
+		})
+	}
+}
+
+// Issue item: RESET, RESET ALL and DISCARD ALL return to the values the client connected with (as
+// they do directly), also at the next checkout in transaction mode.
+func TestResetReturnsToStartupValues(t *testing.T) {
+	params := map[string]string{"DateStyle": "German, DMY", "TimeZone": "Asia/Tokyo", "application_name": "resetter",
+		"IntervalStyle": "iso_8601"}
+	script := []string{
+		"SET DateStyle = 'SQL, MDY'", "RESET DateStyle", "SHOW DateStyle",
+		"SET TimeZone TO 'UTC'", "SET TimeZone TO DEFAULT", "SHOW TimeZone",
+		"SET application_name = 'other'", "SET IntervalStyle = 'postgres'", "RESET ALL",
+		"SHOW application_name", "SHOW IntervalStyle", "SHOW DateStyle",
+		"SET DateStyle = 'Postgres'", "DISCARD ALL", "SHOW DateStyle", "SHOW TimeZone",
+		"BEGIN", "RESET DateStyle", "ROLLBACK", "SHOW DateStyle",
+	}
+	for _, mode := range poolModes {
+		t.Run(string(mode), func(t *testing.T) {
+			e := newEnv(t, onePool(mode))
+			ctx := pgtest.Context(t, time.Minute)
+			run := func(connString string) []string {
+				cfg, err := pgx.ParseConfig(connString)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for k, v := range params {
+					cfg.RuntimeParams[k] = v
+				}
+				c, err := pgx.ConnectConfig(ctx, cfg)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close(ctx)
+				var out []string
+				for _, sql := range script {
+					if strings.HasPrefix(sql, "SHOW") {
+						var v string
+						if err := c.QueryRow(ctx, sql, pgx.QueryExecModeSimpleProtocol).Scan(&v); err != nil {
+							t.Fatalf("%s: %v", sql, err)
+						}
+						out = append(out, sql+" = "+v)
+						// Another statement in between: in transaction mode the next checkout.
+						if _, err := c.Exec(ctx, "SELECT 1", pgx.QueryExecModeSimpleProtocol); err != nil {
+							t.Fatal(err)
+						}
+						continue
+					}
+					if _, err := c.Exec(ctx, sql, pgx.QueryExecModeSimpleProtocol); err != nil {
+						t.Fatalf("%s: %v", sql, err)
+					}
+				}
+				// The client's view of the parameters (ParameterStatus) must end where the server's is.
+				out = append(out, "status DateStyle = "+c.PgConn().ParameterStatus("DateStyle"))
+				return out
+			}
+			ep := e.primary.Endpoint()
+			want := run(fmt.Sprintf("host=%s port=%d user=postgres dbname=postgres sslmode=disable", ep.Host, ep.Port))
+			got := run(e.connString())
+			if !reflect.DeepEqual(got, want) {
+				t.Fatalf("through the proxy:\n%s\ndirectly:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+			}
+		})
+	}
+}
+
+// Issue item: session pool mode kept no session state for reads: temporary tables were looked up on
+// the replica, and a SET was missing there.
+func TestSessionModeKeepsSessionState(t *testing.T) {
+	e := newEnv(t, onePool(proxy.PoolSession))
+	ctx := pgtest.Context(t, time.Minute)
+	c := e.connect(t)
+	for _, sql := range []string{"SET TIME ZONE 'Asia/Tokyo'", "SET search_path = pg_catalog, public"} {
+		if _, err := c.Exec(ctx, sql); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var tz, sp string
+	var inRecovery bool
+	if err := c.QueryRow(ctx, "SELECT current_setting('TimeZone'), current_setting('search_path'), pg_is_in_recovery()").Scan(&tz, &sp, &inRecovery); err != nil {
+		t.Fatal(err)
+	}
+	if tz != "Asia/Tokyo" || sp != "pg_catalog, public" || !inRecovery {
+		t.Fatalf("a read on the replica saw TimeZone %q, search_path %q (in recovery %v): the session's SETs are lost", tz, sp, inRecovery)
+	}
+	for _, mode := range []pgx.QueryExecMode{pgx.QueryExecModeSimpleProtocol, pgx.QueryExecModeCacheStatement} {
+		tbl := "tt_" + strings.ReplaceAll(mode.String(), " ", "_")
+		for _, sql := range []string{"CREATE TEMP TABLE " + tbl + " (a int)", "INSERT INTO " + tbl + " VALUES (1)"} {
+			if _, err := c.Exec(ctx, sql, mode); err != nil {
+				t.Fatalf("%s: %v", sql, err)
+			}
+		}
+		var n int
+		if err := c.QueryRow(ctx, "SELECT count(*) FROM "+tbl, mode).Scan(&n); err != nil || n != 1 {
+			t.Fatalf("%v: SELECT from the session's temporary table: %d rows, %v", mode, n, err)
+		}
+	}
+	// pgx's own suite: a queued simple-protocol batch (hung through a session-mode proxy).
+	batch := &pgx.Batch{}
+	batch.Queue("SELECT 1")
+	batch.Queue("SELECT 2")
+	br := c.SendBatch(ctx, batch)
+	for i := 1; i <= 2; i++ {
+		var n int
+		if err := br.QueryRow().Scan(&n); err != nil || n != i {
+			t.Fatalf("batch result %d: %d, %v", i, n, err)
+		}
+	}
+	if err := br.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Issue item: a client that LISTENs and waits gets notifications at once, as directly, in both modes.
+func TestListenWhileIdle(t *testing.T) {
+	for _, mode := range poolModes {
+		t.Run(string(mode), func(t *testing.T) {
+			e := newEnv(t, envOptions{configure: func(c *proxy.Config) { c.PoolMode = mode }})
+			ctx := pgtest.Context(t, time.Minute)
+			l := e.connect(t)
+			if _, err := l.Exec(ctx, "LISTEN news"); err != nil {
+				t.Fatal(err)
+			}
+			for i := 0; i < 3; i++ {
+				payload := fmt.Sprintf("n%d", i)
+				pgtest.Exec(t, e.primary, fmt.Sprintf("NOTIFY news, '%s'", payload))
+				wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+				n, err := l.WaitForNotification(wctx)
+				cancel()
+				if err != nil {
+					t.Fatalf("notification %d not delivered to the idle listener: %v", i, err)
+				}
+				if n.Channel != "news" || n.Payload != payload {
+					t.Fatalf("notification %+v, want news/%s", n, payload)
+				}
+			}
+			// The listener still works normally afterwards.
+			var one int
+			if err := l.QueryRow(ctx, "SELECT 1").Scan(&one); err != nil || one != 1 {
+				t.Fatalf("after notifications: %d, %v", one, err)
+			}
+		})
+	}
+}
+
+// Issue item: statements the proxy prepares for itself (the commit-position query) do not show in
+// the client's pg_prepared_statements, nor any extra portal in pg_cursors (auto_prepare off).
+func TestProxyStatementsNotVisible(t *testing.T) {
+	e := newEnv(t, envOptions{configure: func(c *proxy.Config) { c.AutoPrepare = false; c.PoolSize = 1 }})
+	ctx := pgtest.Context(t, time.Minute)
+	pgtest.Exec(t, e.primary, "CREATE TABLE vt (a int)")
+	c := e.connect(t)
+	for i := 0; i < 3; i++ {
+		if _, err := c.Exec(ctx, "INSERT INTO vt VALUES (1)"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var names []string
+	rows, err := c.Query(ctx, "SELECT name FROM pg_prepared_statements /* meridian:primary */", pgx.QueryExecModeSimpleProtocol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var n string
+		_ = rows.Scan(&n)
+		names = append(names, n)
+	}
+	if len(names) != 0 {
+		t.Fatalf("pg_prepared_statements shows %v", names)
+	}
+	var cursors int
+	if err := c.QueryRow(ctx, "SELECT count(*) FROM pg_cursors /* meridian:primary */", pgx.QueryExecModeSimpleProtocol).Scan(&cursors); err != nil || cursors != 0 {
+		t.Fatalf("pg_cursors shows %d portals (%v)", cursors, err)
+	}
+}
+
+// Issue item: after pg_terminate_backend of an idle pooled backend, the next client's statement runs
+// on a fresh connection instead of failing with "terminating connection due to administrator
+// command" for a statement that never ran.
+func TestTerminatedIdleBackendIsReplaced(t *testing.T) {
+	e := newEnv(t, onePool(proxy.PoolTransaction))
+	ctx := pgtest.Context(t, time.Minute)
+	pid := e.queryInt(t, "SELECT pg_backend_pid() /* meridian:primary */")
+	admin := pgtest.Conn(t, e.primary)
+	if _, err := admin.Exec(ctx, "SELECT pg_terminate_backend($1)", pid); err != nil {
+		t.Fatal(err)
+	}
+	if err := pgtest.WaitFor(ctx, 10*time.Millisecond, func(ctx context.Context) (bool, error) {
+		var n int
+		err := admin.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE pid = $1", pid).Scan(&n)
+		return n == 0, err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if n := e.queryInt(t, "SELECT pg_backend_pid() /* meridian:primary */"); n == pid {
+		t.Fatal("same backend pid after it was terminated")
+	}
+}
+
+// Issue item: a cancel request goes only to the statement the client runs when it asks; a client
+// that runs nothing cancels nothing, not the statement of the client its last connection went to.
+func TestCancelOfIdleClientCancelsNothing(t *testing.T) {
+	e := newEnv(t, onePool(proxy.PoolTransaction))
+	ctx := pgtest.Context(t, time.Minute)
+	a := e.connect(t)
+	if _, err := a.Exec(ctx, "SELECT 1 /* meridian:primary */"); err != nil {
+		t.Fatal(err)
+	}
+	b := e.connect(t)
+	done := make(chan error, 1)
+	go func() {
+		_, err := b.Exec(ctx, "SELECT pg_sleep(0.5) /* meridian:primary */")
+		done <- err
+	}()
+	// Wait until B's statement runs on the server connection A used before.
+	admin := pgtest.Conn(t, e.primary)
+	if err := pgtest.WaitFor(ctx, 5*time.Millisecond, func(ctx context.Context) (bool, error) {
+		var n int
+		err := admin.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(0.5)%' AND state = 'active'").Scan(&n)
+		return n == 1, err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.PgConn().CancelRequest(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("client A's cancel reached client B's statement: %v", err)
+	}
+}

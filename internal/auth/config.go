@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
@@ -101,6 +102,9 @@ func (a *Config) Validate(bad func(key, format string, args ...any)) {
 	if len(a.Rules) == 0 {
 		a.Rules = DefaultRules()
 	}
+	// Validate parses addresses into the rules: work on a copy, since a running proxy may be reading
+	// the slice the caller's configuration shares (a reload validates the same configuration again).
+	a.Rules = slices.Clone(a.Rules)
 	for i := range a.Rules {
 		r := &a.Rules[i]
 		key := fmt.Sprintf("auth.rules[%d]", i)

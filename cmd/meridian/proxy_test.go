@@ -36,6 +36,7 @@ func TestProxySIGHUPRotatesCertificate(t *testing.T) {
 region: r1
 shutdown_timeout: 2s
 client_tls: {cert_file: %s, key_file: %s}
+auth: {rules: [{address: 127.0.0.1/32, method: trust}]}  # authentication is not under test here
 nodes:
   - {name: primary, address: %s, region: r1}
 `, addr, cert, key, c.Primary.Endpoint().String())), 0o600)

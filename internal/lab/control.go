@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/subtle"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -156,7 +157,7 @@ func (l *Lab) controlHandler(token string, down func()) http.Handler {
 		return nil
 	})
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Header.Get("Authorization") != "Bearer "+token {
+		if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), []byte("Bearer "+token)) != 1 {
 			writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "missing or wrong token (read it from lab.json)"})
 			return
 		}

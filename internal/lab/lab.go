@@ -279,6 +279,14 @@ func (l *Lab) proxyConfig(r *region) proxy.Config {
 	cfg.Listen = net.JoinHostPort(r.addr, strconv.Itoa(ProxyPort))
 	cfg.HTTPListen = net.JoinHostPort(r.addr, strconv.Itoa(MetricsPort))
 	cfg.Region = r.name
+	// The lab runs on one machine, on loopback addresses only, and its servers trust loopback too
+	// (pgnode's default): its proxies trust loopback clients explicitly, so that `meridian lab psql`
+	// and `lab load` need no password. The proxy's own default is SCRAM for everyone; never copy this
+	// rule to a proxy that other processes or machines can reach.
+	cfg.Auth.Rules = []proxy.AuthRule{
+		{Address: "127.0.0.0/8", Method: proxy.AuthTrust},
+		{Address: "::1/128", Method: proxy.AuthTrust},
+	}
 	cfg.PoolSize = 20
 	cfg.MaxClientConn = 2000
 	// Notice a cut-off primary within about two seconds, so writes fail fast and clearly.

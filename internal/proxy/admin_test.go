@@ -25,8 +25,10 @@ import (
 func adminPsql(t *testing.T, p *proxy.Proxy, user, command string) (string, error) {
 	t.Helper()
 	host, port, _ := net.SplitHostPort(p.Addr())
-	out, err := exec.Command(pgtest.Binaries(t).Path("psql"), "-X", "-A", "-F", "|", "-v", "ON_ERROR_STOP=1",
-		"-h", host, "-p", port, "-U", user, "-d", proxy.AdminDatabase, "-c", command).CombinedOutput()
+	cmd := exec.Command(pgtest.Binaries(t).Path("psql"), "-X", "-A", "-F", "|", "-v", "ON_ERROR_STOP=1",
+		"-h", host, "-p", port, "-U", user, "-d", proxy.AdminDatabase, "-c", command)
+	cmd.Env = append(os.Environ(), "PGPASSWORD="+testAdminPassword)
+	out, err := cmd.CombinedOutput()
 	return string(out), err
 }
 
@@ -74,8 +76,10 @@ func TestAdminConsole(t *testing.T) {
 
 	// Errors: an unknown command, then the session still answers.
 	host, port, _ := net.SplitHostPort(e.proxy.Addr())
-	out, _ := exec.Command(pgtest.Binaries(t).Path("psql"), "-X", "-A", "-h", host, "-p", port, "-U", "postgres", "-d", "meridian",
-		"-c", "SHOW WHATEVER", "-c", "SHOW HELP").CombinedOutput()
+	cmd := exec.Command(pgtest.Binaries(t).Path("psql"), "-X", "-A", "-h", host, "-p", port, "-U", "postgres", "-d", "meridian",
+		"-c", "SHOW WHATEVER", "-c", "SHOW HELP")
+	cmd.Env = append(os.Environ(), "PGPASSWORD="+testAdminPassword)
+	out, _ := cmd.CombinedOutput()
 	if !strings.Contains(string(out), "unknown admin command: SHOW WHATEVER") || !strings.Contains(string(out), "RESUME") {
 		t.Errorf("unknown command, then SHOW HELP:\n%s", out)
 	}

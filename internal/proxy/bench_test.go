@@ -36,6 +36,7 @@ func BenchmarkPgbenchSelectOnly(b *testing.B) {
 	cfg := proxy.DefaultConfig()
 	cfg.Listen = "127.0.0.1:0"
 	cfg.Region = "local"
+	cfg.Auth.Rules = []proxy.AuthRule{{Address: "127.0.0.1/32", Method: proxy.AuthTrust}} // as PgBouncer's auth_type = trust below
 	cfg.Nodes = []proxy.NodeConfig{
 		{Name: "primary", Address: c.Primary.Endpoint().String(), Region: "local"},
 		{Name: "replica", Address: c.Replicas[0].Endpoint().String(), Region: "local"},

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/meridiandb/meridian/internal/classify"
+	"github.com/meridiandb/meridian/internal/scram"
 	"github.com/meridiandb/meridian/internal/topology"
 )
 
@@ -32,6 +33,7 @@ type client struct {
 	out  []byte // scratch for messages the proxy composes
 
 	user, database string
+	keys           *scram.Keys // SCRAM keys this client proved at login: its own server logins may use them
 	pid            uint32
 	secret         []byte
 
@@ -127,12 +129,14 @@ func (c *client) setDefaults(d SessionDefaults) {
 	c.consistency, c.maxStaleness, c.maxWait = d.Consistency, d.MaxStaleness, d.MaxWait
 }
 
+// serveClient serves one accepted connection (counted in nclients by the accept loop).
 func (p *Proxy) serveClient(raw net.Conn) {
+	loginDeadline := time.Now().Add(p.cfg.ClientLoginTimeout)
 	if tc, ok := raw.(*net.TCPConn); ok {
 		_ = tc.SetNoDelay(true)
 	}
 	p.cfg.TCPKeepalive.apply(raw)
-	st, conn, err := p.readStartup(raw)
+	st, conn, err := p.readStartup(raw, loginDeadline)
 	defer conn.Close() // the TLS layer, when there is one, closes the socket under it
 	if err != nil || st == nil {
 		if err != nil && !errors.Is(err, io.EOF) {
@@ -148,13 +152,6 @@ func (p *Proxy) serveClient(raw net.Conn) {
 	c.user, c.database = st.user, st.database
 	c.setDefaults(p.cfg.SessionDefaults(st.user, st.database))
 	c.log = c.log.With("user", st.user, "database", st.database)
-	if max := p.limits.Load().maxClientConn; p.nclients.Add(1) > int64(max) {
-		p.nclients.Add(-1)
-		p.metrics.clientsRejected.Inc()
-		c.fatal(newError(codeTooManyConnections, "too many client connections: max_client_conn is %d", max))
-		return
-	}
-	defer p.nclients.Add(-1)
 	p.metrics.clientsTotal.Inc()
 	p.metrics.clientsActive.Inc()
 	defer p.metrics.clientsActive.Dec()
@@ -175,7 +172,7 @@ func (p *Proxy) serveClient(raw net.Conn) {
 	p.register(c)
 	defer p.unregister(c)
 	ctx, cancel := context.WithTimeout(p.ctx, p.limits.Load().queryWait+p.cfg.ServerConnectTimeout)
-	err = c.authenticate(ctx, st)
+	c.keys, err = c.authenticate(ctx, st, loginDeadline)
 	if err == nil && st.database == AdminDatabase {
 		cancel()
 		if err := c.serveAdmin(st); err != nil && !errors.Is(err, errClientGone) && !errors.Is(err, io.EOF) {
@@ -184,7 +181,7 @@ func (p *Proxy) serveClient(raw net.Conn) {
 		return
 	}
 	if err == nil {
-		err = c.login(ctx, st)
+		err = c.login(withServerKeys(ctx, c.keys), st)
 	}
 	cancel()
 	if err != nil {
@@ -585,7 +582,7 @@ func (c *client) checkout(t target) (*serverConn, error) {
 		return sc, nil
 	}
 	pl := c.pools[t.node.Name]
-	if pl == nil || pl.address != t.node.Address {
+	if pl == nil || pl.address != t.node.Address || pl.dropped.Load() {
 		pl = c.p.pool(t.node, c.user, c.database)
 		c.pools[t.node.Name] = pl
 	}
@@ -604,7 +601,7 @@ func (c *client) checkout(t target) (*serverConn, error) {
 	if sc == nil {
 		c.waiting.Store(pl)
 		c.waitSince.Store(time.Now().UnixNano())
-		ctx, cancel := context.WithTimeout(c.ctx, c.p.limits.Load().queryWait+c.p.cfg.ServerConnectTimeout)
+		ctx, cancel := context.WithTimeout(withServerKeys(c.ctx, c.keys), c.p.limits.Load().queryWait+c.p.cfg.ServerConnectTimeout)
 		var err error
 		sc, err = pl.acquire(ctx)
 		cancel()

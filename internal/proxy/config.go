@@ -98,6 +98,10 @@ type Config struct {
 	ConsistencyOverrides []ConsistencyOverride `yaml:"consistency_overrides"`
 	// Auth is client authentication (rules, auth file, auth query).
 	Auth AuthConfig `yaml:"auth"`
+	// ClientLoginTimeout bounds the time from accepting a connection to the client being logged in
+	// (startup packet, TLS handshake, authentication): a socket that stays silent, or trickles, is
+	// closed after it (default 15s; PgBouncer's client_login_timeout is 60s).
+	ClientLoginTimeout time.Duration `yaml:"client_login_timeout"`
 	// ClientIdleTimeout closes client connections idle (outside a transaction) for longer (0: never).
 	ClientIdleTimeout time.Duration `yaml:"client_idle_timeout"`
 	// IdleTransactionTimeout closes client connections idle inside a transaction for longer, rolling
@@ -208,6 +212,7 @@ func DefaultConfig() Config {
 		ConsistencyMaxWait:   time.Second,
 		ShutdownTimeout:      30 * time.Second,
 		ClientWriteTimeout:   time.Minute,
+		ClientLoginTimeout:   15 * time.Second,
 		Readyz:               ReadyzConfig{Primary: true, Reads: true},
 		TCPKeepalive:         TCPKeepalive{Enabled: true, Idle: 15 * time.Second, Interval: 15 * time.Second, Count: 4},
 	}
@@ -399,6 +404,9 @@ func (c *Config) Validate() error {
 	if c.MonitorUser == "" {
 		bad("monitor_user", "is required")
 	}
+	if c.ClientLoginTimeout <= 0 {
+		bad("client_login_timeout", "must be positive: an unauthenticated connection must not stay open forever, got %v", c.ClientLoginTimeout)
+	}
 	for key, d := range map[string]time.Duration{"shutdown_timeout": c.ShutdownTimeout, "client_idle_timeout": c.ClientIdleTimeout,
 		"idle_transaction_timeout": c.IdleTransactionTimeout, "client_write_timeout": c.ClientWriteTimeout} {
 		if d < 0 {
@@ -408,7 +416,7 @@ func (c *Config) Validate() error {
 	if c.TCPKeepalive.Enabled && (c.TCPKeepalive.Idle < time.Second || c.TCPKeepalive.Interval < time.Second || c.TCPKeepalive.Count < 1) {
 		bad("tcp_keepalive", "idle and interval must be at least 1s and count at least 1, got %+v", c.TCPKeepalive)
 	}
-	c.Auth.validate(bad)
+	c.Auth.Validate(bad)
 	c.ClientTLS.validate(bad)
 	switch c.ServerTLS {
 	case "", ServerTLSDisable, ServerTLSRequire:

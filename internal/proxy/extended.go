@@ -1,10 +1,10 @@
 package proxy
 
 import (
+	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
-	"hash/fnv"
 
 	"github.com/meridiandb/meridian/internal/classify"
 )
@@ -26,6 +26,9 @@ type item struct {
 
 // maxBatchBytes bounds how much of an unsynchronised pipeline the proxy buffers for one client.
 const maxBatchBytes = 64 << 20
+
+// maxIdleArena is the most batch buffer a client keeps between batches.
+const maxIdleArena = 1 << 20
 
 // addItem buffers one extended-protocol message until the batch's Sync or Flush.
 func (c *client) addItem(typ byte, msg []byte) error {
@@ -79,11 +82,13 @@ func (c *client) addItem(typ byte, msg []byte) error {
 // internalName is the server-side name of a statement: the same text and parameter types get the
 // same name on every server connection, so one preparation serves every client.
 func internalName(sql string, paramTypes []byte) string {
-	h := fnv.New128a()
+	// A cryptographic hash (truncated to 128 bits to fit NAMEDATALEN): a client must not be able to
+	// craft a text that collides with another client's statement and run under its name.
+	h := sha256.New()
 	h.Write([]byte(sql))
 	h.Write([]byte{0})
 	h.Write(paramTypes)
-	return "mdn_" + hex.EncodeToString(h.Sum(nil))
+	return "mdn_" + hex.EncodeToString(h.Sum(nil)[:16])
 }
 
 // batchResult classifies the statements a batch parses or binds.
@@ -159,6 +164,9 @@ func (c *client) runBatch() error {
 	defer func() {
 		c.arena = c.arena[:0]
 		c.items = c.items[:0]
+		if cap(c.arena) > maxIdleArena {
+			c.arena = nil // a large batch must not pin its buffer for the rest of the session
+		}
 	}()
 	if c.deadTxn {
 		return c.deadTxnBatch()

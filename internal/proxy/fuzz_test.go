@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meridiandb/meridian/internal/auth"
 	"github.com/meridiandb/meridian/internal/scram"
 )
 
@@ -120,7 +121,7 @@ func FuzzStartup(f *testing.F) {
 			_, _ = peer.Write(data)
 			_ = peer.Close()
 		}()
-		_, _, _ = p.readStartup(server)
+		_, _, _ = p.readStartup(server, time.Now().Add(5*time.Second))
 		server.Close()
 	})
 }
@@ -147,7 +148,7 @@ func FuzzAuthExchange(f *testing.F) {
 	cfg := DefaultConfig()
 	cfg.Region = "r"
 	cfg.Nodes = []NodeConfig{{Name: "n", Address: "127.0.0.1:1", Region: "r"}}
-	cfg.Auth = AuthConfig{File: file, Rules: []AuthRule{{User: nameList{"m"}, Method: AuthMD5}, {Method: AuthSCRAM}}}
+	cfg.Auth = AuthConfig{File: file, Rules: []AuthRule{{User: auth.NameList{"m"}, Method: AuthMD5}, {Method: AuthSCRAM}}}
 	p, err := New(cfg, nil)
 	if err != nil {
 		f.Fatal(err)
@@ -159,7 +160,7 @@ func FuzzAuthExchange(f *testing.F) {
 			user = users[int(who[0])%len(users)]
 		}
 		onPipe(t, p, data, func(c *client) {
-			_ = c.authenticate(context.Background(), &startup{user: user, database: "d"})
+			_, _ = c.authenticate(context.Background(), &startup{user: user, database: "d"}, time.Now().Add(5*time.Second))
 		})
 	})
 }

@@ -2,6 +2,7 @@ package proxy_test
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net"
 	"os"
@@ -16,6 +17,7 @@ import (
 	"github.com/meridiandb/meridian/internal/pgnode"
 	"github.com/meridiandb/meridian/internal/pgtest"
 	"github.com/meridiandb/meridian/internal/proxy"
+	"github.com/meridiandb/meridian/internal/scram"
 	"github.com/meridiandb/meridian/internal/wan"
 )
 
@@ -69,11 +71,55 @@ func newEnv(t *testing.T, o envOptions) *env {
 	if o.configure != nil {
 		o.configure(&cfg)
 	}
+	testAuth(t, &cfg) // in e.cfg too: tests reload it
 	return &env{cluster: c, primary: c.Primary, replica: replica, proxy: startProxy(t, cfg), cfg: cfg}
 }
 
-// startProxy starts a proxy with cfg and waits until it can route reads and writes.
+// testAdminPassword is the password of the admin console's users in tests (see testAuth).
+const testAdminPassword = "admin-secret"
+
+// testAuth gives a configuration without auth rules the tests' rules: the admin console (which never
+// accepts trust) by SCRAM-SHA-256 against an auth file with testAdminPassword for "postgres" and
+// "viewer", and trust from 127.0.0.1 for everything else, where authentication is not under test.
+// The proxy's own default (SCRAM for everyone) is tested in auth_test.go.
+func testAuth(t testing.TB, cfg *proxy.Config) {
+	t.Helper()
+	if len(cfg.Auth.Rules) > 0 {
+		return
+	}
+	if cfg.Auth.File == "" {
+		file := filepath.Join(t.TempDir(), "admin-users.txt")
+		var b strings.Builder
+		for _, u := range []string{"postgres", "viewer"} {
+			// Few iterations: tests open the admin console many times, under the race detector, and
+			// timing-sensitive ones (pgbench across PAUSE) must not spend seconds hashing.
+			v, err := scram.NewVerifier(testAdminPassword, 16)
+			if err != nil {
+				t.Fatal(err)
+			}
+			fmt.Fprintf(&b, "%s %s\n", proxy.QuoteAuthField(u), proxy.QuoteAuthField(v.String()))
+		}
+		if err := os.WriteFile(file, []byte(b.String()), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cfg.Auth.File = file
+	}
+	cfg.Auth.Rules = []proxy.AuthRule{
+		{Database: []string{proxy.AdminDatabase}, Method: proxy.AuthSCRAM},
+		{Address: "127.0.0.1/32", Method: proxy.AuthTrust},
+	}
+}
+
+// startProxy starts a proxy with cfg (given the tests' auth rules when it has none, see testAuth) and
+// waits until it can route reads and writes.
 func startProxy(t *testing.T, cfg proxy.Config) *proxy.Proxy {
+	t.Helper()
+	testAuth(t, &cfg)
+	return startProxyAsIs(t, cfg)
+}
+
+// startProxyAsIs is startProxy with cfg's auth section as it is (no rules: the proxy's defaults).
+func startProxyAsIs(t *testing.T, cfg proxy.Config) *proxy.Proxy {
 	t.Helper()
 	p, err := proxy.New(cfg, slog.New(slog.NewTextHandler(testLog{t}, &slog.HandlerOptions{Level: slog.LevelInfo})))
 	if err != nil {

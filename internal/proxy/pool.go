@@ -246,6 +246,7 @@ type pool struct {
 	address string
 	p       *Proxy
 
+	dropped atomic.Bool      // removed from the proxy's pool map (dropIdlePools): clients get a new pool
 	active  prometheus.Gauge // server connections lent to clients
 	byRoute [3]routeCounters // indexed by routeIndex
 	mu      sync.Mutex       // guards the fields below
@@ -254,7 +255,7 @@ type pool struct {
 	waiters []chan *serverConn       // FIFO of clients waiting for a connection; nil handed = "dial one"
 	conns   map[*serverConn]struct{} // every open connection, idle or lent
 	gen     uint64                   // RECONNECT: connections of older generations are closed when returned
-	retired bool                     // its node left the configuration: connections are closed when returned
+	retired bool                     // its node left the configuration, or it was dropped: connections are closed when returned
 	params  map[string]string        // ParameterStatus of the first connection, for client logins
 }
 
@@ -407,10 +408,7 @@ func (pl *pool) usable(sc *serverConn) bool {
 func (pl *pool) dial(ctx context.Context) (*serverConn, error) {
 	ctx, cancel := context.WithTimeout(ctx, pl.p.cfg.ServerConnectTimeout)
 	defer cancel()
-	var keys *scram.Keys
-	if k, ok := pl.p.auth.serverKeys(pl.key.user); ok {
-		keys = &k
-	}
+	keys := serverKeysFrom(ctx) // only the keys of the client this dial is for
 	sc, err := dialServer(ctx, &pl.p.cfg, pl.address, pl.key.user, pl.key.database, keys, &pl.p.bytes.serverIn, &pl.p.bytes.serverOut)
 	if err != nil {
 		pl.p.metrics.serverConnectErrors.WithLabelValues(pl.key.node).Inc()

@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/meridiandb/meridian/internal/auth"
 	"github.com/meridiandb/meridian/internal/classify"
 )
 
@@ -28,7 +30,7 @@ type Proxy struct {
 	disc   *poller
 	lag    *lagMonitor
 	global *globalPosition // the primary's WAL position for reads in global mode
-	auth   *authenticator
+	auth   *auth.Store
 	tls    *tlsServer
 	pauses *pauses
 
@@ -54,8 +56,9 @@ type Proxy struct {
 	wg     sync.WaitGroup // every goroutine the proxy started
 	closed sync.Once
 
-	nclients atomic.Int64
-	rr       atomic.Uint64 // round-robin counter over equally good replicas
+	nclients  atomic.Int64  // accepted client connections, counted from the accept (max_client_conn)
+	rejecting atomic.Int64  // connections being turned away (reject)
+	rr        atomic.Uint64 // round-robin counter over equally good replicas
 
 	mu      sync.Mutex // guards pools and clients
 	pools   map[poolKey]*pool
@@ -83,7 +86,7 @@ func New(cfg Config, log *slog.Logger) (*Proxy, error) {
 	p.disc.onNodeDown = p.abortNode
 	p.lag = newLagMonitor(cfg, log.With("component", "lag"), p.metrics)
 	p.global = &globalPosition{p: p}
-	auth, err := newAuthenticator(&p.cfg, func() (string, error) {
+	auth, err := newAuthStore(&p.cfg, func() (string, error) {
 		t, err := p.primaryTarget(p.disc.Current())
 		return t.node.Address, err
 	})
@@ -246,7 +249,7 @@ func (p *Proxy) Close() error {
 		p.wg.Wait()
 		p.vol.close()
 		p.global.close()
-		p.auth.close()
+		p.auth.Close()
 		p.mu.Lock()
 		pools := p.pools
 		p.mu.Unlock()
@@ -275,8 +278,46 @@ func (p *Proxy) acceptLoop() {
 			continue
 		}
 		backoff = 0
-		p.wg.Go(func() { p.serveClient(conn) })
+		// max_client_conn counts sockets from the accept on, before their startup packet or TLS
+		// handshake: silent or slow connections take places, and each is bounded by
+		// client_login_timeout, so they cannot pile up beyond the limit.
+		if max := p.limits.Load().maxClientConn; p.nclients.Add(1) > int64(max) {
+			p.nclients.Add(-1)
+			p.metrics.clientsRejected.Inc()
+			p.reject(conn, newError(codeTooManyConnections, "too many client connections: max_client_conn is %d", max))
+			continue
+		}
+		p.wg.Go(func() {
+			defer p.nclients.Add(-1)
+			p.serveClient(conn)
+		})
 	}
+}
+
+// maxRejecting bounds the connections being turned away at once; beyond it they are closed without
+// a message.
+const maxRejecting = 64
+
+// reject turns a connection away at once with a FATAL error (not waiting for its startup packet, as
+// PgBouncer does), then drains what the client already sent for up to a second so that closing does
+// not reset the connection before the client reads the error.
+func (p *Proxy) reject(conn net.Conn, err error) {
+	if p.rejecting.Add(1) > maxRejecting {
+		p.rejecting.Add(-1)
+		conn.Close()
+		return
+	}
+	p.wg.Go(func() {
+		defer p.rejecting.Add(-1)
+		defer conn.Close()
+		p.metrics.errors.WithLabelValues(sqlstateClass(toPgError(err).Code)).Inc()
+		writeFatal(conn, err)
+		if tc, ok := conn.(*net.TCPConn); ok {
+			_ = tc.CloseWrite()
+		}
+		_ = conn.SetReadDeadline(time.Now().Add(time.Second))
+		_, _ = io.Copy(io.Discard, io.LimitReader(conn, 64<<10))
+	})
 }
 
 // maintain reaps idle server connections and exports node states.
@@ -301,6 +342,7 @@ func (p *Proxy) maintain() {
 					pl.closeIdle() // the node is down: its idle connections are dead
 				}
 			}
+			p.dropIdlePools()
 		}
 	}
 }
@@ -316,6 +358,58 @@ func (p *Proxy) pool(node NodeState, user, database string) *pool {
 		p.pools[k] = pl
 	}
 	return pl
+}
+
+// loginPool returns the greeting parameters of (node, user, database) for a client logging in. A pool
+// that does not exist yet is registered only once a server login as that user to that database has
+// succeeded: failed logins with made-up names leave nothing behind.
+func (p *Proxy) loginPool(ctx context.Context, node NodeState, user, database string) (map[string]string, error) {
+	k := poolKey{node: node.Name, user: user, database: database}
+	p.mu.Lock()
+	pl := p.pools[k]
+	p.mu.Unlock()
+	if pl != nil {
+		return pl.welcome(ctx)
+	}
+	pl = newPool(k, node.Address, p)
+	params, err := pl.welcome(ctx)
+	if err != nil {
+		pl.closeIdle()
+		return nil, err
+	}
+	p.mu.Lock()
+	if existing := p.pools[k]; existing != nil {
+		pl.mu.Lock()
+		pl.retired = true // another login registered one meanwhile: ours closes its connection
+		pl.mu.Unlock()
+		p.mu.Unlock()
+		pl.closeIdle()
+		return params, nil
+	}
+	p.pools[k] = pl
+	p.mu.Unlock()
+	return params, nil
+}
+
+// dropIdlePools forgets pools with no server connection and no waiting client (their connections
+// were reaped after server_idle_timeout, or never opened), so that pools — and their metric series,
+// which are collected from the pool map — do not accumulate for every (user, database) ever seen.
+// A client that cached a dropped pool sees it dropped at its next checkout and gets a new one.
+func (p *Proxy) dropIdlePools() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for k, pl := range p.pools {
+		pl.mu.Lock()
+		empty := pl.open == 0 && len(pl.waiters) == 0 && len(pl.conns) == 0
+		if empty {
+			pl.retired = true
+		}
+		pl.mu.Unlock()
+		if empty {
+			pl.dropped.Store(true)
+			delete(p.pools, k)
+		}
+	}
 }
 
 // abortNode closes every server connection to a node that stopped answering the health checks.
@@ -563,7 +657,7 @@ func (p *Proxy) Reload(cfg Config) (needRestart []string, err error) {
 	} else if err := p.tls.reload(cfg.ClientTLS); err != nil {
 		return nil, fmt.Errorf("client_tls: %w", err)
 	}
-	if err := p.auth.reload(cfg.Auth); err != nil {
+	if err := p.auth.Reload(cfg.Auth); err != nil {
 		return nil, err
 	}
 	old := *p.applied.Load()

@@ -16,13 +16,12 @@ import (
 
 // Startup packet codes (src/include/libpq/pqcomm.h).
 const (
-	protocolV3         = 3 << 16
-	cancelRequestCode  = 1234<<16 | 5678
-	sslRequestCode     = 1234<<16 | 5679
-	gssEncRequestCode  = 1234<<16 | 5680
-	maxStartupPacket   = 10000 // MAX_STARTUP_PACKET_LENGTH
-	maxStartupParams   = 256
-	startupReadTimeout = 15 * time.Second
+	protocolV3        = 3 << 16
+	cancelRequestCode = 1234<<16 | 5678
+	sslRequestCode    = 1234<<16 | 5679
+	gssEncRequestCode = 1234<<16 | 5680
+	maxStartupPacket  = 10000 // MAX_STARTUP_PACKET_LENGTH
+	maxStartupParams  = 256
 )
 
 // startup is a parsed StartupMessage.
@@ -37,8 +36,10 @@ type kv struct{ key, value string }
 // CancelRequest (forwarded; returns nil) and the StartupMessage. It reads without buffering, so that
 // nothing sent in plaintext behind an SSLRequest is taken as if it had come encrypted. It returns the
 // connection to go on with: conn, or its TLS layer.
-func (p *Proxy) readStartup(conn net.Conn) (*startup, net.Conn, error) {
-	_ = conn.SetReadDeadline(time.Now().Add(startupReadTimeout))
+//
+// Reads end at deadline (client_login_timeout after the accept).
+func (p *Proxy) readStartup(conn net.Conn, deadline time.Time) (*startup, net.Conn, error) {
+	_ = conn.SetReadDeadline(deadline)
 	defer conn.SetReadDeadline(time.Time{})
 	encrypted := false
 	for range 3 { // at most SSLRequest, GSSENCRequest, then the real thing
@@ -50,8 +51,12 @@ func (p *Proxy) readStartup(conn net.Conn) (*startup, net.Conn, error) {
 		if n < 8 || n > maxStartupPacket {
 			return nil, conn, newError(codeProtocolViolation, "invalid startup packet length %d", n)
 		}
-		body := make([]byte, n-4)
-		if _, err := io.ReadFull(conn, body); err != nil {
+		// Read as the bytes arrive rather than allocating the announced length up front.
+		body, err := io.ReadAll(io.LimitReader(conn, int64(n-4)))
+		if err == nil && len(body) < n-4 {
+			err = io.ErrUnexpectedEOF
+		}
+		if err != nil {
 			return nil, conn, err
 		}
 		code := binary.BigEndian.Uint32(body)
@@ -60,7 +65,7 @@ func (p *Proxy) readStartup(conn net.Conn) (*startup, net.Conn, error) {
 			if _, err := conn.Write([]byte{'S'}); err != nil {
 				return nil, conn, err
 			}
-			tc, err := p.tls.handshake(conn)
+			tc, err := p.tls.handshake(conn, deadline)
 			if err != nil {
 				return nil, conn, err
 			}
@@ -219,7 +224,7 @@ func (c *client) login(ctx context.Context, st *startup) error {
 			return err
 		}
 	}
-	params, err := c.p.pool(t.node, st.user, st.database).welcome(ctx)
+	params, err := c.p.loginPool(ctx, t.node, st.user, st.database)
 	if err != nil {
 		var pe *pgError
 		if errors.As(err, &pe) {

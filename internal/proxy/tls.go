@@ -150,9 +150,9 @@ func (s *tlsServer) reload(cfg ClientTLSConfig) error {
 }
 
 // handshake upgrades conn after the proxy answered S to an SSLRequest.
-func (s *tlsServer) handshake(conn net.Conn) (net.Conn, error) {
+func (s *tlsServer) handshake(conn net.Conn, deadline time.Time) (net.Conn, error) {
 	tc := tls.Server(conn, s.conf)
-	ctx, cancel := context.WithTimeout(context.Background(), startupReadTimeout)
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
 	if err := tc.HandshakeContext(ctx); err != nil {
 		return nil, fmt.Errorf("TLS handshake: %w", err)

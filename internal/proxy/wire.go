@@ -88,14 +88,12 @@ func (m *msgReader) next() (typ byte, msg []byte, err error) {
 		return 0, nil, fmt.Errorf("%w: type %q announces %d bytes, the limit is %d", ErrMessageTooLarge, typ, n, m.max)
 	}
 	total := n + 1
-	if cap(m.buf) < total {
-		m.buf = make([]byte, total, max(total, 2*cap(m.buf)))
-	}
-	m.buf = m.buf[:total]
-	if _, err := io.ReadFull(m.r, m.buf); err != nil {
-		if errors.Is(err, io.EOF) {
-			err = io.ErrUnexpectedEOF
+	if cap(m.buf) >= total {
+		m.buf = m.buf[:total]
+		if _, err := io.ReadFull(m.r, m.buf); err != nil {
+			return 0, nil, unexpectedEOF(err)
 		}
+	} else if err := m.grow(total); err != nil {
 		return 0, nil, err
 	}
 	// Do not let one huge message pin a huge buffer for the connection's lifetime.
@@ -104,6 +102,38 @@ func (m *msgReader) next() (typ byte, msg []byte, err error) {
 		m.buf = make([]byte, 0, 8192)
 	}
 	return typ, msg, nil
+}
+
+// readChunk is the least a message buffer grows by. A buffer grows only when full, to at most twice
+// what has been received: a peer that announces a large message and sends it slowly (or never) holds
+// about what it sent, not the announced length.
+const readChunk = 8 << 10
+
+// grow reads a message of total bytes that does not fit the buffer, growing the buffer as its bytes
+// arrive.
+func (m *msgReader) grow(total int) error {
+	buf := m.buf[:0]
+	for len(buf) < total {
+		if len(buf) == cap(buf) {
+			nb := make([]byte, len(buf), min(total, max(2*len(buf), readChunk)))
+			copy(nb, buf)
+			buf = nb
+		}
+		k, err := io.ReadFull(m.r, buf[len(buf):min(total, cap(buf))])
+		buf = buf[:len(buf)+k]
+		if err != nil {
+			return unexpectedEOF(err)
+		}
+	}
+	m.buf = buf
+	return nil
+}
+
+func unexpectedEOF(err error) error {
+	if errors.Is(err, io.EOF) {
+		return io.ErrUnexpectedEOF
+	}
+	return err
 }
 
 // buffered reports whether bytes are waiting in the read buffer.

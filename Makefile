@@ -43,8 +43,9 @@ staticcheck:
 lint: fmt-check vet staticcheck
 
 ## test: everything CI checks: lint, the suite as an unprivileged user and as the caller (with the race
-## detector), the end-to-end lab test, the compatibility suites, then that no test server outlived the tests
-test: deps lint test-nonroot test-go e2e compat check-leaks
+## detector), the end-to-end lab test, then that no test server outlived the tests. `make compat` is not
+## in it yet: its expected-failures list has passed one run of the current code, not several (issue 13)
+test: deps lint test-nonroot test-go e2e check-leaks
 
 ## e2e: drive the real binary: lab up → load → latency → partition → heal → down (about a minute)
 e2e:
@@ -52,7 +53,7 @@ e2e:
 
 ## compat: outside evidence: pgx v5's own test suite and node-postgres / postgres.js smoke suites,
 ## directly and through the proxy in session and transaction mode, checked against
-## compat/expected-failures.txt (about 10 minutes; runs npm ci in compat/node when needed)
+## compat/expected-failures.txt (about 8–16 minutes; runs npm ci in compat/node when needed)
 compat:
 	@scripts/compat.sh
 

@@ -136,17 +136,7 @@ func (c *client) autoState() string {
 		return c.ap.state
 	}
 	h := sha256.New()
-	for _, o := range c.startup {
-		h.Write([]byte(o.key))
-		h.Write([]byte{0})
-		h.Write([]byte(o.value))
-		h.Write([]byte{0})
-	}
-	h.Write([]byte{1})
-	for _, s := range c.sets {
-		h.Write([]byte(s.stmt))
-		h.Write([]byte{0})
-	}
+	c.hashState(h)
 	c.ap.state, c.ap.stateFor = hex.EncodeToString(h.Sum(nil)[:16]), c.stateKey
 	return c.ap.state
 }

@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash"
 	"hash/fnv"
 	"io"
 	"log/slog"
@@ -374,6 +375,13 @@ func (c *client) recomputeKey() {
 		return
 	}
 	h := fnv.New64a()
+	c.hashState(h)
+	c.stateKey = h.Sum64() | 1 // never 0, which means "server defaults"
+}
+
+// hashState writes the session state that a server connection must carry — startup parameters,
+// then tracked SETs — to h.
+func (c *client) hashState(h hash.Hash) {
 	for _, o := range c.startup {
 		h.Write([]byte(o.key))
 		h.Write([]byte{0})
@@ -385,7 +393,6 @@ func (c *client) recomputeKey() {
 		h.Write([]byte(s.stmt))
 		h.Write([]byte{0})
 	}
-	c.stateKey = h.Sum64() | 1 // never 0, which means "server defaults"
 }
 
 // applySets records SETs that took effect for the session.

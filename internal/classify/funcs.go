@@ -148,19 +148,24 @@ func newFuncSet(gen uint64, lists ...[]funcName) *funcSet {
 	}
 	for _, list := range lists {
 		for _, fn := range list {
-			e := fs.byName[fn.name]
-			if e == nil {
-				e = &funcEntry{funcReason: funcReason{reason: "volatile function " + fn.name + "()"}}
-				fs.byName[fn.name] = e
-			}
-			if fn.schema == "" {
-				e.anySchema = true
-			} else if !e.anySchema {
-				e.schemas = append(e.schemas, fn.schema)
-			}
+			addName(fs.byName, fn, "volatile function "+fn.name+"()")
 		}
 	}
 	return fs
+}
+
+// addName records a (possibly schema-qualified) name in m: unqualified, it matches in any schema.
+func addName(m map[string]*funcEntry, n funcName, reason string) {
+	e := m[n.name]
+	if e == nil {
+		e = &funcEntry{funcReason: funcReason{reason: reason}}
+		m[n.name] = e
+	}
+	if n.schema == "" {
+		e.anySchema = true
+	} else if !e.anySchema {
+		e.schemas = append(e.schemas, n.schema)
+	}
 }
 
 // withViews adds views (schema-qualified names) whose reading needs the primary.
@@ -170,16 +175,7 @@ func (fs *funcSet) withViews(views []funcName) *funcSet {
 	}
 	fs.views = make(map[string]*funcEntry, len(views))
 	for _, v := range views {
-		e := fs.views[v.name]
-		if e == nil {
-			e = &funcEntry{funcReason: funcReason{reason: "view " + v.name + " calls a volatile function"}}
-			fs.views[v.name] = e
-		}
-		if v.schema == "" {
-			e.anySchema = true
-		} else if !e.anySchema {
-			e.schemas = append(e.schemas, v.schema)
-		}
+		addName(fs.views, v, "view "+v.name+" calls a volatile function")
 	}
 	return fs
 }

@@ -88,12 +88,7 @@ var autoPrepareCorpus = []string{
 func TestAutoPrepareSameAsDirect(t *testing.T) {
 	e := newEnv(t, envOptions{configure: func(c *proxy.Config) { c.AutoPrepare, c.AutoPrepareThreshold = true, 1 }})
 	ctx := pgtest.Context(t, 2*time.Minute)
-	direct, err := pgx.Connect(ctx, fmt.Sprintf("host=%s port=%d user=postgres dbname=postgres sslmode=disable",
-		e.primary.Endpoint().Host, e.primary.Endpoint().Port))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { direct.Close(context.Background()) })
+	direct := e.connectDirect(t)
 	proxied := e.connect(t)
 	const setup = `CREATE TABLE ap (id int PRIMARY KEY, small smallint, big bigint, num numeric(10,2), r real,
 		d double precision, t text);
@@ -330,12 +325,7 @@ func TestAutoPrepareSchemaPerTenant(t *testing.T) {
 func TestAutoPrepareDecidesLikeDirect(t *testing.T) {
 	e := newEnv(t, envOptions{configure: func(c *proxy.Config) { c.AutoPrepare, c.AutoPrepareThreshold = true, 1 }})
 	ctx := pgtest.Context(t, 3*time.Minute)
-	direct, err := pgx.Connect(ctx, fmt.Sprintf("host=%s port=%d user=postgres dbname=postgres sslmode=disable",
-		e.primary.Endpoint().Host, e.primary.Endpoint().Port))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { direct.Close(context.Background()) })
+	direct := e.connectDirect(t)
 	proxied := e.connect(t)
 	if _, err := direct.Exec(ctx, "CREATE ROLE ap_user; CREATE SCHEMA d; CREATE SCHEMA p; GRANT USAGE ON SCHEMA d, p TO ap_user"); err != nil {
 		t.Fatal(err)

@@ -180,6 +180,19 @@ func (e *env) connect(t *testing.T, extra ...string) *pgx.Conn {
 	return conn
 }
 
+// connectDirect opens a pgx connection straight to the primary, to compare answers with.
+func (e *env) connectDirect(t *testing.T) *pgx.Conn {
+	t.Helper()
+	ctx := pgtest.Context(t, time.Minute)
+	ep := e.primary.Endpoint()
+	conn, err := pgx.Connect(ctx, fmt.Sprintf("host=%s port=%d user=postgres dbname=postgres sslmode=disable", ep.Host, ep.Port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	return conn
+}
+
 // served tells which server executed a statement by the unique marker it carried: the servers log
 // every statement (log_statement=all).
 func (e *env) served(t *testing.T, marker string) []string {

@@ -561,3 +561,42 @@ func TestCancelOfIdleClientCancelsNothing(t *testing.T) {
 		t.Fatalf("client A's cancel reached client B's statement: %v", err)
 	}
 }
+
+// Compatibility item (pgx's TestConnCopyFromFailServerSideMidwayAbortsWithoutWaiting): the server
+// speaks during COPY FROM STDIN — a notice from a trigger, an error for a bad row — and the client
+// hears it at once, as directly, not only once it ends the COPY. After the error the client's further
+// COPY messages are ignored (as PostgreSQL does) and the session goes on.
+func TestServerSpeaksDuringCopyFrom(t *testing.T) {
+	for _, mode := range poolModes {
+		t.Run(string(mode), func(t *testing.T) {
+			e := newEnv(t, onePool(mode))
+			pgtest.Exec(t, e.primary, `CREATE TABLE cf (a int);
+				CREATE FUNCTION cf_notice() RETURNS trigger LANGUAGE plpgsql AS $$
+				BEGIN RAISE NOTICE 'row %', NEW.a; RETURN NEW; END $$;
+				CREATE TRIGGER cf_notice BEFORE INSERT ON cf FOR EACH ROW EXECUTE FUNCTION cf_notice()`)
+			var want [][]string
+			for i, r := range []*rawClient{e.direct(t), e.raw(t)} {
+				// A server that is never heard fails the read below (a minute's deadline would
+				// do; the COPY is left open on purpose).
+				_ = r.conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+				r.send(&pgproto3.Query{String: "COPY cf FROM STDIN"})
+				got := [][]string{r.until("CopyInResponse")}
+				r.send(&pgproto3.CopyData{Data: []byte("1\n")})
+				got = append(got, r.until("NoticeResponse"))
+				r.send(&pgproto3.CopyData{Data: []byte("x\n")})
+				got = append(got, r.until("ReadyForQuery"))
+				r.send(&pgproto3.CopyData{Data: []byte("2\n")}, &pgproto3.CopyDone{}, &pgproto3.Query{String: "SELECT count(*) FROM cf /* meridian:primary */"})
+				got = append(got, r.until("ReadyForQuery"))
+				if i == 0 {
+					want = got
+				} else if !reflect.DeepEqual(got, want) {
+					t.Fatalf("through the proxy: %v\ndirectly: %v", got, want)
+				}
+				r.conn.Close()
+			}
+			if n := e.queryInt(t, "SELECT 7 /* meridian:primary */"); n != 7 {
+				t.Fatalf("next client got %d", n)
+			}
+		})
+	}
+}

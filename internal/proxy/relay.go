@@ -3,6 +3,9 @@ package proxy
 import (
 	"encoding/binary"
 	"errors"
+	"os"
+	"sync/atomic"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
@@ -387,15 +390,50 @@ func completes(k stepKind, typ byte) bool {
 	return false
 }
 
-// copyIn relays a COPY FROM STDIN: client CopyData to the server until CopyDone or CopyFail.
+// copyIn relays a COPY FROM STDIN: client CopyData to the server until CopyDone or CopyFail. The
+// server is watched meanwhile, as a direct client would hear it: its notices go to the client at once,
+// and an error (a bad row, a constraint, the backend terminated) ends the COPY at once — the relay
+// answers the client with it while the client may still be sending data, which the proxy then drops
+// as PostgreSQL does (in the extended protocol, up to the client's Sync, forwarded for its answer).
 func (c *client) copyIn(sc *serverConn, extended bool) error {
 	if err := c.wr.Flush(); err != nil {
 		return err
 	}
+	defer func() { _ = c.conn.SetReadDeadline(time.Time{}) }() // a wake by the watch below
+	watch := c.watchServer(sc)
+	defer func() { watch.stop() }()
 	for {
+		if c.rd.buffered() == 0 && sc.wr.Buffered() > 0 {
+			// Nothing more from the client for now: what it sent goes to the server, which
+			// answers for it (a trigger's notice, an error) while the client still sends.
+			if err := sc.wr.Flush(); err != nil {
+				return c.serverLost(sc, err)
+			}
+		}
 		typ, msg, err := c.rd.next()
+		if err != nil && errors.Is(err, os.ErrDeadlineExceeded) && c.killed.Load() == nil {
+			if !watch.stop() {
+				// Woken for a shutdown: a COPY in progress may finish.
+				_ = c.conn.SetReadDeadline(time.Time{})
+				watch = c.watchServer(sc)
+				continue
+			}
+			ended, err := c.serverSpokeDuringCopy(sc)
+			if err != nil {
+				return err
+			}
+			if ended {
+				c.needSync = extended
+				return nil
+			}
+			_ = c.conn.SetReadDeadline(time.Time{})
+			watch = c.watchServer(sc)
+			continue
+		}
 		if err != nil {
-			// The client vanished mid-COPY: abort it on the server so the connection is reusable.
+			// The client vanished mid-COPY (or the session was terminated): abort it on the
+			// server; the connection is not reused.
+			watch.stop()
 			_ = sc.send(appendCopyFail(c.out[:0], "client connection lost during COPY"))
 			_ = sc.wr.Flush()
 			sc.broken = true
@@ -421,6 +459,7 @@ func (c *client) copyIn(sc *serverConn, extended bool) error {
 			// Ignored during COPY FROM STDIN, as PostgreSQL does.
 		case msgTerminate:
 			// The client leaves mid-COPY: abort it; the connection is closed, not reused.
+			watch.stop()
 			_ = sc.send(appendCopyFail(c.out[:0], "client connection closed during COPY"))
 			_ = sc.wr.Flush()
 			sc.broken = true
@@ -439,6 +478,62 @@ func (c *client) copyIn(sc *serverConn, extended bool) error {
 			return nil
 		}
 	}
+}
+
+// serverSpokeDuringCopy handles what the server sent while the client was still sending COPY data:
+// notices and other asynchronous messages go to the client now (ended false: the COPY goes on);
+// anything else (an ErrorResponse, the connection closing) ends the COPY, for the relay to answer.
+func (c *client) serverSpokeDuringCopy(sc *serverConn) (ended bool, err error) {
+	for {
+		hdr, perr := sc.rd.r.Peek(5)
+		if perr != nil || (hdr[0] != msgNotice && hdr[0] != msgParamStatus && hdr[0] != msgNotification) {
+			return true, nil
+		}
+		_, msg, nerr := sc.next()
+		if nerr != nil {
+			return true, nil
+		}
+		if _, err := c.wr.Write(msg); err != nil {
+			return false, err
+		}
+		if sc.rd.buffered() < 5 {
+			return false, c.wr.Flush()
+		}
+	}
+}
+
+// serverWatch waits in its own goroutine for a server connection to send something, and then wakes
+// the session's wait for its client (c.wake).
+type serverWatch struct {
+	sc      *serverConn
+	done    chan struct{}
+	spoke   atomic.Bool
+	stopped bool
+}
+
+func (c *client) watchServer(sc *serverConn) *serverWatch {
+	w := &serverWatch{sc: sc, done: make(chan struct{})}
+	go func() {
+		defer close(w.done)
+		// Peek consumes nothing; stop interrupts it with a read deadline.
+		if _, err := sc.rd.r.Peek(5); err == nil || !errors.Is(err, os.ErrDeadlineExceeded) {
+			w.spoke.Store(true)
+			c.wake()
+		}
+	}()
+	return w
+}
+
+// stop ends the watch (once) and reports whether the server spoke. The connection is again the
+// session's alone when it returns.
+func (w *serverWatch) stop() bool {
+	if !w.stopped {
+		w.stopped = true
+		_ = w.sc.conn.SetReadDeadline(time.Now())
+		<-w.done
+		_ = w.sc.conn.SetReadDeadline(time.Time{})
+	}
+	return w.spoke.Load()
 }
 
 // forwardUntilSync forwards client messages to the server up to and including a Sync.

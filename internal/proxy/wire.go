@@ -59,11 +59,14 @@ var ErrMessageTooLarge = errors.New("protocol message too large")
 var errMalformed = errors.New("malformed protocol message")
 
 // msgReader reads typed protocol messages. The returned slice holds the whole message (type byte,
-// length, body) and is valid until the next call.
+// length, body) and is valid until the next call. A read cut short by a read deadline loses nothing:
+// the next call goes on with the same message (the session's goroutine is woken that way while it
+// waits for its client, e.g. when the server speaks during COPY FROM STDIN).
 type msgReader struct {
-	r   *bufio.Reader
-	buf []byte
-	max int
+	r    *bufio.Reader
+	buf  []byte
+	max  int
+	want int // > 0: a message of want bytes is being read; buf holds its first bytes
 }
 
 func newMsgReader(r io.Reader, size, max int) *msgReader {
@@ -72,36 +75,33 @@ func newMsgReader(r io.Reader, size, max int) *msgReader {
 
 // next reads one message.
 func (m *msgReader) next() (typ byte, msg []byte, err error) {
-	hdr, err := m.r.Peek(5)
-	if err != nil {
-		if len(hdr) > 0 && errors.Is(err, io.EOF) {
-			err = io.ErrUnexpectedEOF
+	if m.want == 0 {
+		hdr, err := m.r.Peek(5)
+		if err != nil {
+			if len(hdr) > 0 && errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return 0, nil, err
 		}
+		typ = hdr[0]
+		n := int(int32(binary.BigEndian.Uint32(hdr[1:5])))
+		if n < 4 {
+			return 0, nil, fmt.Errorf("%w: type %q with length %d", errMalformed, typ, n)
+		}
+		if n > m.max {
+			return 0, nil, fmt.Errorf("%w: type %q announces %d bytes, the limit is %d", ErrMessageTooLarge, typ, n, m.max)
+		}
+		m.want, m.buf = n+1, m.buf[:0]
+	}
+	if err := m.fill(); err != nil {
 		return 0, nil, err
 	}
-	typ = hdr[0]
-	n := int(int32(binary.BigEndian.Uint32(hdr[1:5])))
-	if n < 4 {
-		return 0, nil, fmt.Errorf("%w: type %q with length %d", errMalformed, typ, n)
-	}
-	if n > m.max {
-		return 0, nil, fmt.Errorf("%w: type %q announces %d bytes, the limit is %d", ErrMessageTooLarge, typ, n, m.max)
-	}
-	total := n + 1
-	if cap(m.buf) >= total {
-		m.buf = m.buf[:total]
-		if _, err := io.ReadFull(m.r, m.buf); err != nil {
-			return 0, nil, unexpectedEOF(err)
-		}
-	} else if err := m.grow(total); err != nil {
-		return 0, nil, err
-	}
+	msg, m.want = m.buf, 0
 	// Do not let one huge message pin a huge buffer for the connection's lifetime.
-	msg = m.buf
 	if cap(m.buf) > 1<<20 {
 		m.buf = make([]byte, 0, 8192)
 	}
-	return typ, msg, nil
+	return msg[0], msg, nil
 }
 
 // readChunk is the least a message buffer grows by. A buffer grows only when full, to at most twice
@@ -109,23 +109,21 @@ func (m *msgReader) next() (typ byte, msg []byte, err error) {
 // about what it sent, not the announced length.
 const readChunk = 8 << 10
 
-// grow reads a message of total bytes that does not fit the buffer, growing the buffer as its bytes
-// arrive.
-func (m *msgReader) grow(total int) error {
-	buf := m.buf[:0]
-	for len(buf) < total {
-		if len(buf) == cap(buf) {
-			nb := make([]byte, len(buf), min(total, max(2*len(buf), readChunk)))
-			copy(nb, buf)
-			buf = nb
+// fill reads the rest of the message of m.want bytes, growing the buffer as its bytes arrive. On a
+// timeout what was read stays in the buffer for the next call.
+func (m *msgReader) fill() error {
+	for len(m.buf) < m.want {
+		if len(m.buf) == cap(m.buf) {
+			nb := make([]byte, len(m.buf), min(m.want, max(2*len(m.buf), readChunk)))
+			copy(nb, m.buf)
+			m.buf = nb
 		}
-		k, err := io.ReadFull(m.r, buf[len(buf):min(total, cap(buf))])
-		buf = buf[:len(buf)+k]
-		if err != nil {
+		k, err := m.r.Read(m.buf[len(m.buf):min(m.want, cap(m.buf))])
+		m.buf = m.buf[:len(m.buf)+k]
+		if err != nil && len(m.buf) < m.want {
 			return unexpectedEOF(err)
 		}
 	}
-	m.buf = buf
 	return nil
 }
 

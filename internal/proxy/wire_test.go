@@ -66,3 +66,55 @@ func (p *piecewise) Read(dst []byte) (int, error) {
 	p.b = p.b[k:]
 	return k, nil
 }
+
+// TestMsgReaderResumesAfterTimeout: a read deadline that fires in the middle of a message (the
+// session is woken that way during COPY FROM STDIN) loses none of its bytes; the next call returns the
+// whole message.
+func TestMsgReaderResumesAfterTimeout(t *testing.T) {
+	body := bytes.Repeat([]byte("0123456789"), 3000) // larger than the first buffer: it grows too
+	msg := binary.BigEndian.AppendUint32([]byte{'d'}, uint32(4+len(body)))
+	msg = append(msg, body...)
+	msg = append(msg, 'c', 0, 0, 0, 4)
+	// Every cut point: the first part, a timeout, then the rest.
+	for _, cut := range []int{1, 3, 5, 6, 100, 8192, 8197, len(msg) - 6} {
+		r := &timeoutAt{b: msg, at: cut}
+		m := newMsgReader(r, 64, 1<<20)
+		typ, got, err := m.next()
+		if !errors.Is(err, errTestTimeout) {
+			t.Fatalf("cut %d: first read %q, %v; want the timeout", cut, typ, err)
+		}
+		if typ, got, err = m.next(); err != nil || typ != 'd' || !bytes.Equal(got, msg[:len(msg)-5]) {
+			t.Fatalf("cut %d: after the timeout: %q, %d bytes, %v", cut, typ, len(got), err)
+		}
+		if typ, _, err = m.next(); err != nil || typ != 'c' {
+			t.Fatalf("cut %d: next message: %q, %v", cut, typ, err)
+		}
+	}
+}
+
+var errTestTimeout = errors.New("test timeout")
+
+// timeoutAt delivers b with a timeout once the first at bytes are read.
+type timeoutAt struct {
+	b     []byte
+	at    int
+	off   int
+	fired bool
+}
+
+func (r *timeoutAt) Read(dst []byte) (int, error) {
+	if r.off == len(r.b) {
+		return 0, io.EOF
+	}
+	end := len(r.b)
+	if !r.fired {
+		if r.off == r.at {
+			r.fired = true
+			return 0, errTestTimeout
+		}
+		end = r.at
+	}
+	n := copy(dst, r.b[r.off:end])
+	r.off += n
+	return n, nil
+}

@@ -84,6 +84,9 @@ type client struct {
 	pools      map[string]*pool       // node → this client's (user, database) pool there, cached
 	held       map[string]*serverConn // session mode and pins: node → connection kept for the session
 	pinnedNode string                 // non-empty when pinned: every statement goes to held[pinnedNode]
+	ownNode    string                 // session mode: the node of the connection given at login (its backend's PID is the client's)
+	busyWatch  *idleWatch             // watching the session's own connection while a statement runs on another
+	fatalSent  bool                   // a server's FATAL error went to the client as it was: the session ends
 	txStatus   byte                   // as last reported to the client: 'I', 'T' or 'E'
 	deferBegin string                 // a BEGIN answered locally, to be sent with the next statement
 	deadTxn    bool                   // the transaction's server died: only ROLLBACK/COMMIT end it
@@ -582,7 +585,12 @@ func (c *client) checkout(t target) (*serverConn, error) {
 		// Session mode keeps a connection per node: the session's SETs, made on one, are replayed
 		// on the other before it is used.
 		c.setCur(sc)
+		c.watchBusy()
 		if err := c.syncState(sc); err != nil {
+			c.releaseCur()
+			return nil, err
+		}
+		if err := c.prepareAhead(sc); err != nil {
 			c.releaseCur()
 			return nil, err
 		}
@@ -620,6 +628,7 @@ func (c *client) checkout(t target) (*serverConn, error) {
 	pl.active.Inc()
 	pl.counters(t.route).transactions.Inc()
 	c.setCur(sc)
+	c.watchBusy()
 	if err := c.syncState(sc); err != nil {
 		c.releaseCur()
 		return nil, err
@@ -660,12 +669,20 @@ func (c *client) setCur(sc *serverConn) {
 	c.mu.Unlock()
 }
 
+// ownsBackends reports whether the session's server connections are its own for the session (session
+// mode, or pinned): losing one loses session state, and ends the session as it would end a direct
+// connection.
+func (c *client) ownsBackends() bool {
+	return c.pinnedNode != "" || c.p.cfg.PoolMode == PoolSession
+}
+
 // releaseCur gives the current connection back (or keeps it, when pinned or in session mode).
 func (c *client) releaseCur() {
 	sc := c.cur
 	if sc == nil {
 		return
 	}
+	c.haltBusy()
 	c.setCur(nil)
 	if !sc.broken && !sc.settled() {
 		// Never reached on a correct relay (settle runs at a ReadyForQuery that answers everything
@@ -720,6 +737,7 @@ const maxPreparedPerServer = 2000
 // with DISCARD ALL; any other — the client left mid-pipeline, mid-COPY, after a Flush without Sync,
 // with answers still owed — is closed, and the server rolls back whatever it had started.
 func (c *client) releaseAll() {
+	c.haltBusy()
 	if c.cur != nil {
 		c.held[c.cur.pool.key.node] = c.cur
 		c.setCur(nil)
@@ -907,6 +925,8 @@ func (c *client) simpleQuery(msg []byte) error {
 		var sc *serverConn
 		if sc, t, err = c.checkoutRead(t); err == nil {
 			c.steps = c.steps[:0]
+			// Statements the client closed (see forgetStmt) are closed first.
+			c.closeStale(sc)
 			retry := c.txStatus == 'I' && c.deferBegin == "" // outside a transaction a stale plan can be retried
 			if c.deferBegin != "" {
 				if err := sc.send(encodeQuery(c.out[:0], c.deferBegin)); err != nil {
@@ -1045,7 +1065,7 @@ func (c *client) settle(sc *serverConn, res classify.Result, out relayResult) {
 		// DISCARD ALL or DEALLOCATE ALL: the server's statements are gone, and so are the client's.
 		clear(sc.prepared)
 		sc.stale = sc.stale[:0]
-		clear(c.stmts)
+		c.forgetAllStmts() // in session mode also on the other connections
 	}
 	if res.CopyIn && !out.failed && out.status == 'I' && c.consistency == consistencySession {
 		// Nothing was pipelined behind the COPY (the server would take it for copy data): the next
@@ -1082,12 +1102,19 @@ func (c *client) afterServerError(err error) error {
 func (c *client) endAfterLostServer(pe *pgError) error {
 	c.releaseCur()
 	c.deferBegin = ""
-	if c.pinnedNode != "" || c.p.cfg.PoolMode == PoolSession {
+	if c.ownsBackends() {
+		_ = c.wr.Flush()
+		if c.fatalSent {
+			return errClientGone // the server's own FATAL error said it
+		}
+		if killed := c.killed.Load(); killed != nil {
+			c.fatal(killed) // e.g. its own backend was terminated while it ran a statement elsewhere
+			return errClientGone
+		}
 		msg := "the server connection was lost"
 		if pe != nil {
 			msg = pe.Message
 		}
-		_ = c.wr.Flush()
 		c.fatal(&pgError{Code: codeConnectionFailure, Message: msg + "; the session's server-side state is lost, reconnect"})
 		return errClientGone
 	}
@@ -1185,11 +1212,11 @@ func (c *client) localQuery(sql string, res classify.Result) (bool, error) {
 	}
 	if name, ok := deallocateName(sql); ok && c.pinnedNode == "" {
 		if name == "" {
-			clear(c.stmts)
+			c.forgetAllStmts()
 			return true, c.reply(appendReadyForQuery(appendCommandComplete(c.out[:0], "DEALLOCATE ALL"), c.txStatus))
 		}
 		if _, ok := c.stmts[name]; ok {
-			delete(c.stmts, name)
+			c.forgetStmt(name)
 			return true, c.reply(appendReadyForQuery(appendCommandComplete(c.out[:0], "DEALLOCATE"), c.txStatus))
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
+	"strings"
 
 	"github.com/meridiandb/meridian/internal/classify"
 )
@@ -143,13 +144,106 @@ func (c *client) batchResult() (classify.Result, bool) {
 	return res, routable
 }
 
-// forgetStmt drops a client's prepared statement ("" is the unnamed one).
+// forgetStmt drops a client's prepared statement ("" is the unnamed one). In session mode, where the
+// statement is prepared under the client's own name on the session's own connections, it is closed
+// there too, before the next use of each (so pg_prepared_statements no longer shows it).
 func (c *client) forgetStmt(name string) {
 	if name == "" {
 		c.unnamed = nil
-	} else {
-		delete(c.stmts, name)
+		return
 	}
+	ps := c.stmts[name]
+	delete(c.stmts, name)
+	if ps == nil || !c.ownNames() {
+		return
+	}
+	for _, sc := range c.held {
+		if sc.prepared[ps.internal] {
+			markStale(sc, ps.internal)
+		}
+		delete(sc.ahead, ps.internal)
+	}
+}
+
+// forgetAllStmts drops every statement of the client (DEALLOCATE ALL, DISCARD ALL); in session mode
+// they are closed on the session's connections before their next use.
+func (c *client) forgetAllStmts() {
+	for name := range c.stmts {
+		c.forgetStmt(name)
+	}
+}
+
+// ownNames reports whether the client's named statements run under the client's own names on the
+// server (session mode: the connections are the session's alone, as a direct connection is, and
+// pg_prepared_statements shows the names the client gave).
+func (c *client) ownNames() bool { return c.p.cfg.PoolMode == PoolSession }
+
+// stmtName is the name a client's statement gets on server connections. (A client name in the
+// proxy's own namespace, mdn_, is not used as is: auto_prepare names statements there.)
+func (c *client) stmtName(name, sql string, paramTypes []byte) string {
+	if name != "" && c.ownNames() && !strings.HasPrefix(name, "mdn_") {
+		return name
+	}
+	return internalName(sql, paramTypes)
+}
+
+// prepareAhead prepares, on a session connection about to be used, the statements the client
+// prepared meanwhile on its other connections (session mode). A direct connection has one backend:
+// a statement prepared before an ALTER TABLE keeps its result columns there (PostgreSQL refuses it
+// afterwards with 0A000). Preparing it late, after the session's own ALTER ran on this connection,
+// would answer with the new columns instead. It runs before anything else of the client reaches the
+// connection, each Parse with its own Sync; one PostgreSQL refuses here is prepared again at use.
+func (c *client) prepareAhead(sc *serverConn) error {
+	if len(sc.ahead) == 0 {
+		return nil
+	}
+	if sc.st.txn != 'I' || !sc.settled() {
+		clear(sc.ahead)
+		return nil
+	}
+	var names []string
+	for _, name := range sc.stale {
+		if err := sc.send(encodeNamed(c.out[:0], msgClose, 'S', name)); err != nil {
+			return c.serverLost(sc, err)
+		}
+	}
+	sc.stale = sc.stale[:0]
+	for name := range sc.ahead {
+		ps := c.stmts[name]
+		if ps == nil || ps.internal != name || sc.prepared[name] {
+			continue
+		}
+		names = append(names, name)
+		_ = sc.send(encodeParse(c.out[:0], name, ps.sql, ps.paramTypes))
+		if err := sc.send(rawSync); err != nil {
+			return c.serverLost(sc, err)
+		}
+	}
+	clear(sc.ahead)
+	if len(names) == 0 {
+		if err := sc.send(rawSync); err != nil {
+			return c.serverLost(sc, err)
+		}
+	}
+	if err := sc.wr.Flush(); err != nil {
+		return c.serverLost(sc, err)
+	}
+	i := 0 // the Parse being answered: each has its own Sync
+	for !sc.settled() {
+		typ, msg, err := sc.next()
+		if err != nil {
+			return c.serverLost(sc, err)
+		}
+		switch {
+		case typ == msgParseComplete && i < len(names):
+			sc.prepared[names[i]] = true
+		case typ == msgErrorResponse:
+			c.log.Debug("statement not prepared ahead", "node", sc.pool.key.node, "code", errorCode(msg))
+		case typ == msgReadyForQuery:
+			i++
+		}
+	}
+	return nil
 }
 
 func (c *client) lookupStmt(name string) *prepStmt {
@@ -240,6 +334,9 @@ func (c *client) writeItems(sc *serverConn, retryable, again bool) {
 	if !again {
 		c.ap.timed, c.ap.binds = nil, 0
 	}
+	if sc != nil {
+		c.closeStale(sc) // statements the client closed (see forgetStmt)
+	}
 	for i := range c.items {
 		it := &c.items[i]
 		raw := c.arena[it.off:it.end]
@@ -254,7 +351,7 @@ func (c *client) writeItems(sc *serverConn, retryable, again bool) {
 				c.prepareOn(sc, c.unnamed.internal, c.unnamed.sql, c.unnamed.paramTypes, stepSwallowParse)
 				continue
 			}
-			ps := &prepStmt{sql: it.sql, paramTypes: it.paramTypes, internal: internalName(it.sql, it.paramTypes),
+			ps := &prepStmt{sql: it.sql, paramTypes: it.paramTypes, internal: c.stmtName(it.name, it.sql, it.paramTypes),
 				res: c.classify(it.sql)}
 			ps.paramTypes = append([]byte(nil), it.paramTypes...)
 			if it.name == "" {
@@ -295,6 +392,16 @@ func (c *client) writeItems(sc *serverConn, retryable, again bool) {
 				sc.stale = append(sc.stale, ps.internal)
 			}
 			c.prepareOn(sc, ps.internal, ps.sql, ps.paramTypes, stepParse)
+			if c.ownNames() {
+				for _, other := range c.held {
+					if other != sc {
+						if other.ahead == nil {
+							other.ahead = map[string]bool{}
+						}
+						other.ahead[ps.internal] = true
+					}
+				}
+			}
 		case msgBind:
 			ps := c.lookupStmt(it.name)
 			if ps == nil || sc == nil {

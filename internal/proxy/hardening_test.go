@@ -600,3 +600,115 @@ func TestServerSpeaksDuringCopyFrom(t *testing.T) {
 		})
 	}
 }
+
+// Compatibility item (pgx's TestFatalRxError, TestFatalTxError, TestConnCheckConn, TestConnPing,
+// pool idle checks): in session mode the client's PID is the one of its own primary backend, so
+// pg_backend_pid() answers it and pg_terminate_backend of it ends the session with the server's FATAL
+// error — while the client is idle, and while it runs a read on the replica — as it ends a direct one.
+func TestSessionModeOwnBackend(t *testing.T) {
+	e := newEnv(t, envOptions{configure: func(c *proxy.Config) { c.PoolMode = proxy.PoolSession }})
+	ctx := pgtest.Context(t, time.Minute)
+	admin := pgtest.Conn(t, e.primary)
+	terminate := func(pid uint32) {
+		t.Helper()
+		var ok bool
+		if err := admin.QueryRow(ctx, "SELECT pg_terminate_backend($1)", pid).Scan(&ok); err != nil || !ok {
+			t.Fatalf("pg_terminate_backend(%d): %v, %v", pid, ok, err)
+		}
+	}
+	wantFatal := func(err error, c *pgx.Conn) {
+		t.Helper()
+		var pe *pgconn.PgError
+		if !errors.As(err, &pe) || pe.Severity != "FATAL" || pe.Code != "57P01" {
+			t.Fatalf("got %v, want FATAL 57P01 as directly", err)
+		}
+		if !c.IsClosed() {
+			t.Fatal("the connection is still open")
+		}
+	}
+
+	c := e.connect(t)
+	var pid uint32
+	if err := c.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pid); err != nil || pid != c.PgConn().PID() {
+		t.Fatalf("pg_backend_pid() %d (%v), BackendKeyData %d", pid, err, c.PgConn().PID())
+	}
+	terminate(pid)
+	_, err := c.Exec(ctx, "SELECT 1") // a read: the replica would answer it
+	wantFatal(err, c)
+
+	// Busy: a read runs on the replica while its own backend is terminated.
+	c = e.connect(t)
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.Exec(ctx, "SELECT pg_sleep(20) /* own-backend */")
+		done <- err
+	}()
+	onReplica := pgtest.Conn(t, e.replica)
+	if err := pgtest.WaitFor(ctx, 10*time.Millisecond, func(ctx context.Context) (bool, error) {
+		var n int
+		err := onReplica.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%own-backend%' AND state = 'active' AND pid <> pg_backend_pid()").Scan(&n)
+		return n == 1, err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	terminate(c.PgConn().PID())
+	wantFatal(<-done, c) // pg_sleep(20) would have succeeded
+}
+
+// Compatibility items (pgx's stdlib TestConnMultiplePrepareAndDeallocate; node-postgres and
+// postgres.js "prepared after ALTER"): in session mode a client's named statement is its own, as on a
+// direct connection, on every server connection of the session: pg_prepared_statements shows it under
+// the client's name wherever the query runs, closing it removes it, and after the session's own ALTER
+// TABLE PostgreSQL keeps refusing it (0A000) on the replica and on the primary alike — it is not
+// prepared again behind the client's back with the new columns.
+func TestSessionModeStatementsAreTheClients(t *testing.T) {
+	e := newEnv(t, envOptions{configure: func(c *proxy.Config) { c.PoolMode = proxy.PoolSession }})
+	ctx := pgtest.Context(t, time.Minute)
+	pgtest.Exec(t, e.primary, "CREATE TABLE pn (a int)")
+	c := e.connect(t)
+	pc := c.PgConn()
+	names := func(route string) []string {
+		t.Helper()
+		sql := "SELECT coalesce(string_agg(name, ',' ORDER BY name), '') FROM pg_prepared_statements /* meridian:" + route + " */"
+		var s string
+		if err := c.QueryRow(ctx, sql, pgx.QueryExecModeSimpleProtocol).Scan(&s); err != nil {
+			t.Fatal(err)
+		}
+		return strings.FieldsFunc(s, func(r rune) bool { return r == ',' })
+	}
+	if _, err := pc.Prepare(ctx, "mine", "SELECT * FROM pn", nil); err != nil { // a read: the replica's
+		t.Fatal(err)
+	}
+	for _, route := range []string{"replica", "primary"} {
+		if got := names(route); !reflect.DeepEqual(got, []string{"mine"}) {
+			t.Fatalf("pg_prepared_statements on the %s: %v, want [mine]", route, got)
+		}
+	}
+	if _, err := c.Exec(ctx, "ALTER TABLE pn ADD COLUMN b int"); err != nil {
+		t.Fatal(err)
+	}
+	if err := pgtest.WaitReplayed(ctx, e.replica, pgtest.CurrentLSN(t, e.primary)); err != nil {
+		t.Fatal(err)
+	}
+	for _, route := range []string{"replica", "primary"} {
+		if _, err := c.Exec(ctx, "SET meridian.route = "+route); err != nil {
+			t.Fatal(err)
+		}
+		res := pc.ExecPrepared(ctx, "mine", nil, nil, nil).Read()
+		var pe *pgconn.PgError
+		if !errors.As(res.Err, &pe) || pe.Code != "0A000" {
+			t.Fatalf("on the %s: %v, want 0A000 as directly", route, res.Err)
+		}
+	}
+	if _, err := c.Exec(ctx, "RESET meridian.route"); err != nil {
+		t.Fatal(err)
+	}
+	if err := pc.Deallocate(ctx, "mine"); err != nil {
+		t.Fatal(err)
+	}
+	for _, route := range []string{"replica", "primary"} {
+		if got := names(route); len(got) != 0 {
+			t.Fatalf("pg_prepared_statements on the %s after Close: %v", route, got)
+		}
+	}
+}

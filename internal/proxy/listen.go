@@ -7,29 +7,70 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 )
 
-// idleWatch relays what a pinned session's server connection says while the client is idle:
+// idleWatch relays what a session's own server connection says while the session does not use it:
 // NotificationResponse (LISTEN), NoticeResponse and ParameterStatus are asynchronous messages
 // (https://www.postgresql.org/docs/15/protocol-flow.html#PROTOCOL-ASYNC) that a direct connection
-// delivers at once, not with the client's next statement. It runs while the session's goroutine waits
-// for the client's next message, and stops (halt) before that goroutine uses the connection again.
+// delivers at once, not with the client's next statement; a FATAL error (pg_terminate_backend of the
+// PID the client was given, a server shutdown) ends the session at once, as it would end a direct
+// connection. It runs while the session's goroutine waits for the client's next message (idle), or
+// while the session runs a statement on another node (busy: then only a FATAL error or the
+// connection's loss is acted on; anything else stays buffered for the next idle watch). It stops
+// (halt) before that goroutine uses the connection again.
 type idleWatch struct {
 	c    *client
 	sc   *serverConn
+	busy bool
 	mu   sync.Mutex // held while a message is read and relayed; guards stop
 	stop bool
 	done chan struct{}
 }
 
-// watchIdle starts watching the pinned connection, when there is one at rest; nil otherwise.
+// watched returns the session's own server connection when it is at rest and not the one in use:
+// the pinned one, or in session mode the primary's connection the session was given at login (whose
+// backend's PID the client knows).
+func (c *client) watched() *serverConn {
+	node := c.pinnedNode
+	if node == "" && c.p.cfg.PoolMode == PoolSession {
+		node = c.ownNode
+	}
+	if node == "" {
+		return nil
+	}
+	sc := c.held[node]
+	if sc == nil || sc == c.cur || sc.broken || !sc.settled() {
+		return nil
+	}
+	return sc
+}
+
+// watchIdle starts watching the session's own connection while the client is idle; nil when there
+// is nothing to watch.
 func (c *client) watchIdle() *idleWatch {
-	if c.pinnedNode == "" || c.cur != nil || c.rd.buffered() > 0 {
+	if c.cur != nil || c.rd.buffered() > 0 {
 		return nil
 	}
-	sc := c.held[c.pinnedNode]
-	if sc == nil || sc.broken || !sc.settled() {
+	return c.startWatch(false)
+}
+
+// watchBusy starts watching the session's own connection while the statement runs on c.cur.
+func (c *client) watchBusy() {
+	if c.busyWatch == nil {
+		c.busyWatch = c.startWatch(true)
+	}
+}
+
+// haltBusy stops the watch started by watchBusy.
+func (c *client) haltBusy() {
+	c.busyWatch.halt()
+	c.busyWatch = nil
+}
+
+func (c *client) startWatch(busy bool) *idleWatch {
+	sc := c.watched()
+	if sc == nil {
 		return nil
 	}
-	w := &idleWatch{c: c, sc: sc, done: make(chan struct{})}
+	w := &idleWatch{c: c, sc: sc, busy: busy, done: make(chan struct{})}
 	go w.run()
 	return w
 }
@@ -37,9 +78,9 @@ func (c *client) watchIdle() *idleWatch {
 func (w *idleWatch) run() {
 	defer close(w.done)
 	for {
-		_, err := w.sc.rd.r.Peek(1) // consumes nothing; interrupted by halt's deadline
+		hdr, err := w.sc.rd.r.Peek(5) // consumes nothing; interrupted by halt's deadline
 		w.mu.Lock()
-		if w.stop {
+		if w.stop || (w.busy && err == nil && hdr[0] != msgErrorResponse) {
 			w.mu.Unlock()
 			return
 		}

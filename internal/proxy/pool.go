@@ -35,6 +35,7 @@ type serverConn struct {
 	// Owned by whoever holds the connection (a client, or the pool while idle).
 	prepared map[string]bool   // internal statement names prepared on this connection
 	stale    []string          // statements to close before the next use (see markStale)
+	ahead    map[string]bool   // session mode: statements to prepare before the next use (see prepareAhead)
 	gen      uint64            // the pool's generation when it was dialed (RECONNECT bumps it)
 	stateKey uint64            // the client session state (SETs) currently applied; 0 = server defaults
 	broken   bool              // unusable: close instead of returning to the pool

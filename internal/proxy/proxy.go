@@ -557,6 +557,20 @@ func (p *Proxy) register(c *client) {
 	}
 }
 
+// rekey gives c the process ID pid instead of its random one, unless another client has it.
+func (p *Proxy) rekey(c *client, pid uint32) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if _, taken := p.clients[pid]; taken || pid == 0 {
+		return
+	}
+	if p.clients[c.pid] == c {
+		delete(p.clients, c.pid)
+	}
+	c.pid = pid
+	p.clients[pid] = c
+}
+
 func (p *Proxy) unregister(c *client) {
 	p.mu.Lock()
 	if p.clients[c.pid] == c {

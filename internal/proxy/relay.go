@@ -148,10 +148,16 @@ func (c *client) relay(sc *serverConn) (relayResult, error) {
 		case msgErrorResponse:
 			if fatal, rewritten := downgradeFatal(msg, c.out[:0]); fatal {
 				// The server is about to close this connection (terminated backend, shutdown,
-				// crash). The client's connection to the proxy survives: tell it as an ERROR, then
-				// end the request as for a lost server.
+				// crash). A session whose connections are its own ends with it, hearing the FATAL
+				// error as a direct client would. Otherwise the client's connection to the proxy
+				// survives: tell it as an ERROR, then end the request as for a lost server.
 				c.p.metrics.errors.WithLabelValues(sqlstateClass(errorCode(msg))).Inc()
-				_, _ = c.wr.Write(rewritten)
+				if c.ownsBackends() {
+					_, _ = c.wr.Write(msg)
+					c.fatalSent = true
+				} else {
+					_, _ = c.wr.Write(rewritten)
+				}
 				sc.broken = true
 				c.p.disc.Refresh()
 				return res, errServerFatal

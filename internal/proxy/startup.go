@@ -232,6 +232,11 @@ func (c *client) login(ctx context.Context, st *startup) error {
 		}
 		return err
 	}
+	if c.p.cfg.PoolMode == PoolSession && t.node.Name == snap.Primary {
+		if err := c.ownBackend(t); err != nil {
+			return err
+		}
+	}
 	out := appendMessage(c.out[:0], &pgproto3.AuthenticationOk{})
 	reported := map[string]string{}
 	for k, v := range params {
@@ -252,6 +257,22 @@ func (c *client) login(ctx context.Context, st *startup) error {
 		return err
 	}
 	return c.wr.Flush()
+}
+
+// ownBackend gives a session-mode client its primary server connection at login, as a direct
+// connection has its backend, and makes that backend's PID the one the client is given
+// (BackendKeyData): pg_backend_pid() answers it, and pg_terminate_backend of it ends the session with
+// the server's FATAL error, also while the session is idle or runs a read on a replica (see
+// idleWatch). When the PID is taken by another client of the proxy the random one stays.
+func (c *client) ownBackend(t target) error {
+	sc, err := c.checkout(t)
+	if err != nil {
+		return err // sent as FATAL
+	}
+	c.releaseCur() // kept: session mode
+	c.ownNode = t.node.Name
+	c.p.rekey(c, sc.pid)
+	return nil
 }
 
 // errClientGone is returned when the client closed its connection.

@@ -190,6 +190,7 @@ func encodeNamed(dst []byte, typ, kind byte, name string) []byte {
 var (
 	rawParseComplete = []byte{msgParseComplete, 0, 0, 0, 4}
 	rawFlush         = []byte{msgFlush, 0, 0, 0, 4}
+	rawSync          = []byte{msgSync, 0, 0, 0, 4}
 	rawBindComplete  = []byte{msgBindComplete, 0, 0, 0, 4}
 	rawCloseComplete = []byte{msgCloseComplete, 0, 0, 0, 4}
 )

@@ -236,6 +236,9 @@ func (c *client) loop() error {
 		watch := c.watchIdle() // a pinned session hears its notifications while idle
 		typ, msg, err := c.rd.next()
 		watch.halt()
+		if err == nil && c.killed.Load() != nil {
+			return c.shouldEnd() // e.g. its own backend was terminated just as the message came
+		}
 		if idleLimit > 0 {
 			_ = c.conn.SetReadDeadline(time.Time{})
 		}
@@ -577,7 +580,10 @@ func (c *client) syncState(sc *serverConn) error {
 
 // checkout returns the connection to run on for target t: the held one (transaction in progress,
 // pin, session mode) or one from the pool, with the session state applied.
-func (c *client) checkout(t target) (*serverConn, error) {
+func (c *client) checkout(t target) (*serverConn, error) { return c.checkoutWait(t, true) }
+
+// checkoutWait is checkout; without wait it returns errPoolBusy rather than wait for a connection.
+func (c *client) checkoutWait(t target, wait bool) (*serverConn, error) {
 	if c.cur != nil {
 		return c.cur, nil
 	}
@@ -618,7 +624,11 @@ func (c *client) checkout(t target) (*serverConn, error) {
 		c.waitSince.Store(time.Now().UnixNano())
 		ctx, cancel := context.WithTimeout(withServerKeys(c.ctx, c.keys), c.p.limits.Load().queryWait+c.p.cfg.ServerConnectTimeout)
 		var err error
-		sc, err = pl.acquire(ctx)
+		if wait {
+			sc, err = pl.acquire(ctx)
+		} else {
+			sc, err = pl.acquireNow(ctx)
+		}
 		cancel()
 		c.waiting.Store(nil)
 		if err != nil {
@@ -746,6 +756,12 @@ func (c *client) releaseAll() {
 	for node, sc := range c.held {
 		delete(c.held, node)
 		if !sc.broken && !sc.settled() {
+			sc.broken = true
+		}
+		if node == c.ownNode {
+			// The backend whose PID the client saw ends with the session, as a direct one does:
+			// lent to the next client, the PID would name that client's backend (an admin's
+			// pg_terminate_backend of a recorded PID would end the wrong session).
 			sc.broken = true
 		}
 		if !sc.broken {

@@ -187,6 +187,46 @@ func (c *client) stmtName(name, sql string, paramTypes []byte) string {
 	return internalName(sql, paramTypes)
 }
 
+// stmtHome keeps a session-mode read that runs a statement of the client's with its statement: when
+// the replica's connection t would have to prepare it now (the connection was opened after the
+// client prepared the statement), and the session's primary connection has it from then, the read
+// runs on the primary. Prepared now, after a schema change such as the session's own ALTER TABLE, the
+// statement would answer with the new columns where the client's own statement, on a direct
+// connection, keeps failing with 0A000 (and a driver that cached its description reads the new rows
+// with the old one).
+func (c *client) stmtHome(t target) target {
+	if !c.ownNames() || !t.read || c.ownNode == "" || t.node.Name == c.ownNode {
+		return t
+	}
+	own := c.held[c.ownNode]
+	if own == nil || own.broken {
+		return t
+	}
+	here := c.held[t.node.Name]
+	parsed := map[string]bool{}
+	for i := range c.items {
+		it := &c.items[i]
+		switch {
+		case it.typ == msgParse:
+			parsed[it.name] = true
+		case it.name == "" || parsed[it.name]:
+		case it.typ == msgBind || it.typ == msgDescribe && it.kind == 'S':
+			ps := c.stmts[it.name]
+			if ps == nil || ps.internal != it.name || (here != nil && here.prepared[ps.internal]) {
+				continue
+			}
+			if own.prepared[ps.internal] || own.ahead[ps.internal] {
+				snap := c.p.disc.Current()
+				if n, ok := snap.Node(c.ownNode); ok && n.Up && snap.Primary == n.Name {
+					return target{node: n, route: routePrimary, read: true}
+				}
+				return t
+			}
+		}
+	}
+	return t
+}
+
 // prepareAhead prepares, on a session connection about to be used, the statements the client
 // prepared meanwhile on its other connections (session mode). A direct connection has one backend:
 // a statement prepared before an ALTER TABLE keeps its result columns there (PostgreSQL refuses it
@@ -289,6 +329,7 @@ func (c *client) runBatch() error {
 				return c.reply(out)
 			}
 		} else if t, err = c.routeFor(res); err == nil {
+			t = c.stmtHome(t)
 			_, t, err = c.checkoutRead(t)
 		}
 		if err != nil {

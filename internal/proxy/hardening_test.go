@@ -653,6 +653,20 @@ func TestSessionModeOwnBackend(t *testing.T) {
 	}
 	terminate(c.PgConn().PID())
 	wantFatal(<-done, c) // pg_sleep(20) would have succeeded
+
+	// The backend ends with its session: the next client never gets a PID a previous one saw.
+	seen := map[uint32]bool{}
+	for i := 0; i < 3; i++ {
+		c := e.connect(t)
+		if _, err := c.Exec(ctx, "SELECT 1"); err != nil {
+			t.Fatal(err)
+		}
+		if seen[c.PgConn().PID()] {
+			t.Fatalf("client %d got PID %d, which an earlier client had", i, c.PgConn().PID())
+		}
+		seen[c.PgConn().PID()] = true
+		c.Close(ctx)
+	}
 }
 
 // Compatibility items (pgx's stdlib TestConnMultiplePrepareAndDeallocate; node-postgres and
@@ -710,5 +724,29 @@ func TestSessionModeStatementsAreTheClients(t *testing.T) {
 		if got := names(route); len(got) != 0 {
 			t.Fatalf("pg_prepared_statements on the %s after Close: %v", route, got)
 		}
+	}
+
+	// Prepared on the primary before the session ever read from the replica: a read of it after the
+	// ALTER must not prepare it fresh on a new replica connection.
+	pgtest.Exec(t, e.primary, "CREATE TABLE pn2 (a int)")
+	c2 := e.connect(t)
+	for _, sql := range []string{"SET meridian.route = primary", "PREPARE-PROTOCOL", "RESET meridian.route", "ALTER TABLE pn2 ADD COLUMN b int"} {
+		var err error
+		if sql == "PREPARE-PROTOCOL" {
+			_, err = c2.PgConn().Prepare(ctx, "early", "SELECT * FROM pn2", nil)
+		} else {
+			_, err = c2.Exec(ctx, sql)
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	if err := pgtest.WaitReplayed(ctx, e.replica, pgtest.CurrentLSN(t, e.primary)); err != nil {
+		t.Fatal(err)
+	}
+	res := c2.PgConn().ExecPrepared(ctx, "early", nil, nil, nil).Read()
+	var pe *pgconn.PgError
+	if !errors.As(res.Err, &pe) || pe.Code != "0A000" {
+		t.Fatalf("statement prepared before the ALTER, run after it: %v, want 0A000 as directly", res.Err)
 	}
 }

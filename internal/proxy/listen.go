@@ -52,11 +52,18 @@ func (c *client) watchIdle() *idleWatch {
 	return c.startWatch(false)
 }
 
-// watchBusy starts watching the session's own connection while the statement runs on c.cur.
+// watchBusy starts watching the session's own connection while the statement runs on c.cur. What
+// the connection said while nobody watched (its backend terminated just before this statement) is
+// looked at first, so that the statement does not run elsewhere for a session that has ended.
 func (c *client) watchBusy() {
-	if c.busyWatch == nil {
-		c.busyWatch = c.startWatch(true)
+	if c.busyWatch != nil {
+		return
 	}
+	if sc := c.watched(); sc != nil && !sc.alive() {
+		w := &idleWatch{c: c, sc: sc, busy: true, done: make(chan struct{})}
+		w.run() // at once: the bytes (or the end of the connection) are there
+	}
+	c.busyWatch = c.startWatch(true)
 }
 
 // haltBusy stops the watch started by watchBusy.

@@ -305,9 +305,17 @@ func (pl *pool) tryIdle() *serverConn {
 	}
 }
 
+// errPoolBusy: acquireNow found no idle connection and the pool full.
+var errPoolBusy = errors.New("every server connection of the pool is in use")
+
 // acquire lends a server connection, dialing one if the pool is not full, else waiting up to
 // query_wait_timeout.
-func (pl *pool) acquire(ctx context.Context) (*serverConn, error) {
+func (pl *pool) acquire(ctx context.Context) (*serverConn, error) { return pl.lend(ctx, true) }
+
+// acquireNow is acquire without the wait: errPoolBusy when it would wait.
+func (pl *pool) acquireNow(ctx context.Context) (*serverConn, error) { return pl.lend(ctx, false) }
+
+func (pl *pool) lend(ctx context.Context, wait bool) (*serverConn, error) {
 	start := time.Now()
 	var deadline *time.Timer // started on the first wait: most checkouts find an idle connection
 	defer func() {
@@ -338,6 +346,10 @@ func (pl *pool) acquire(ctx context.Context) (*serverConn, error) {
 			}
 			pl.p.metrics.poolWait.Observe(time.Since(start).Seconds())
 			return sc, nil
+		}
+		if !wait {
+			pl.mu.Unlock()
+			return nil, errPoolBusy
 		}
 		ch := make(chan *serverConn, 1)
 		pl.waiters = append(pl.waiters, ch)

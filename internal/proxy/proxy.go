@@ -558,17 +558,18 @@ func (p *Proxy) register(c *client) {
 }
 
 // rekey gives c the process ID pid instead of its random one, unless another client has it.
-func (p *Proxy) rekey(c *client, pid uint32) {
+func (p *Proxy) rekey(c *client, pid uint32) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if _, taken := p.clients[pid]; taken || pid == 0 {
-		return
+		return false
 	}
 	if p.clients[c.pid] == c {
 		delete(p.clients, c.pid)
 	}
 	c.pid = pid
 	p.clients[pid] = c
+	return true
 }
 
 func (p *Proxy) unregister(c *client) {

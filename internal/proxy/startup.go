@@ -263,15 +263,22 @@ func (c *client) login(ctx context.Context, st *startup) error {
 // connection has its backend, and makes that backend's PID the one the client is given
 // (BackendKeyData): pg_backend_pid() answers it, and pg_terminate_backend of it ends the session with
 // the server's FATAL error, also while the session is idle or runs a read on a replica (see
-// idleWatch). When the PID is taken by another client of the proxy the random one stays.
+// idleWatch). The backend is not lent to anyone after the session (see releaseAll): a PID the client
+// saw never names another client's backend. When every connection of the pool is in use (the client
+// would wait at login) or the PID is taken by another client of the proxy, the client keeps the
+// proxy's random PID and gets its primary connection at its first statement that needs it.
 func (c *client) ownBackend(t target) error {
-	sc, err := c.checkout(t)
+	sc, err := c.checkoutWait(t, false)
+	if errors.Is(err, errPoolBusy) {
+		return nil
+	}
 	if err != nil {
 		return err // sent as FATAL
 	}
 	c.releaseCur() // kept: session mode
-	c.ownNode = t.node.Name
-	c.p.rekey(c, sc.pid)
+	if c.p.rekey(c, sc.pid) {
+		c.ownNode = t.node.Name
+	}
 	return nil
 }
 

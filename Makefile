@@ -7,7 +7,7 @@ COMMIT ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -X $(PKG)/internal/buildinfo.version=$(VERSION) -X $(PKG)/internal/buildinfo.commit=$(COMMIT)
 TEST_TIMEOUT ?= 15m
 
-.PHONY: all build lab deps fmt fmt-check vet staticcheck lint test test-go test-nonroot check-leaks e2e compat bench bench-proxy bench-consistency clean
+.PHONY: all build lab deps deps-compat fmt fmt-check vet staticcheck lint test test-go test-nonroot check-leaks e2e compat bench bench-proxy bench-consistency clean
 
 all: build
 
@@ -23,6 +23,10 @@ lab: deps build
 ## deps: install what the tests and the lab need (PostgreSQL from the distribution's packages)
 deps:
 	@scripts/install-postgres.sh
+
+## deps-compat: install what make compat needs besides (node and npm from the distribution's packages)
+deps-compat:
+	@scripts/install-node.sh
 
 ## fmt: rewrite Go files with gofmt
 fmt:
@@ -43,9 +47,9 @@ staticcheck:
 lint: fmt-check vet staticcheck
 
 ## test: everything CI checks: lint, the suite as an unprivileged user and as the caller (with the race
-## detector), the end-to-end lab test, then that no test server outlived the tests. `make compat` is not
-## in it yet: its expected-failures list has passed one run of the current code, not several (issue 13)
-test: deps lint test-nonroot test-go e2e check-leaks
+## detector), the end-to-end lab test, the outside compatibility suites (make compat), then that no
+## test server outlived the tests
+test: deps deps-compat lint test-nonroot test-go e2e compat check-leaks
 
 ## e2e: drive the real binary: lab up → load → latency → partition → heal → down (about a minute)
 e2e:
@@ -54,7 +58,7 @@ e2e:
 ## compat: outside evidence: pgx v5's own test suite and node-postgres / postgres.js smoke suites,
 ## directly and through the proxy in session and transaction mode, checked against
 ## compat/expected-failures.txt (about 8–16 minutes; runs npm ci in compat/node when needed)
-compat:
+compat: deps deps-compat
 	@scripts/compat.sh
 
 test-go:

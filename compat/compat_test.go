@@ -210,8 +210,13 @@ func prepare(t *testing.T, c *pgtest.Cluster) {
 }
 
 // startProxy starts meridian proxy in-process over the cluster, with its default configuration
-// except: the given pool mode, kernel-assigned ports, a fast poll, and an explicit trust rule for
-// loopback clients (the suites log in without passwords; the built-in default may change).
+// except: the given pool mode, kernel-assigned ports, a fast poll, an explicit trust rule for
+// loopback clients (the suites log in without passwords; the built-in default may change), and
+// default_consistency COMPAT_CONSISTENCY (global unless set). The suites were written against one
+// server: a row committed on one connection is read at once on another (pgx's stdlib
+// TestConnConcurrency writes through 50 pooled connections and reads back through others). That is
+// what `global` promises; the default, `session`, promises it only on the connection that wrote
+// (docs/consistency.md), and a replica may answer another connection before it replayed the write.
 func startProxy(t *testing.T, c *pgtest.Cluster, mode proxy.PoolMode, logPath string) *proxy.Proxy {
 	t.Helper()
 	cfg := proxy.DefaultConfig()
@@ -220,6 +225,10 @@ func startProxy(t *testing.T, c *pgtest.Cluster, mode proxy.PoolMode, logPath st
 	cfg.Region = "local"
 	cfg.PoolMode = mode
 	cfg.PollInterval = 100 * time.Millisecond
+	cfg.DefaultConsistency = "global"
+	if v := os.Getenv("COMPAT_CONSISTENCY"); v != "" {
+		cfg.DefaultConsistency = v
+	}
 	for _, n := range c.Nodes() {
 		cfg.Nodes = append(cfg.Nodes, proxy.NodeConfig{Name: n.Name(), Address: n.Endpoint().String(), Region: "local"})
 	}

@@ -692,18 +692,36 @@ func TestSessionPoolMode(t *testing.T) {
 	if wm != "7MB" || n != 1 || pid != pidA {
 		t.Fatalf("session mode lost the session: work_mem=%s rows=%d pid %d→%d", wm, n, pidA, pid)
 	}
+	if uint32(pidA) != a.PgConn().PID() {
+		t.Fatalf("BackendKeyData PID %d, pg_backend_pid() %d: in session mode they are the same", a.PgConn().PID(), pidA)
+	}
 	a.Close(ctx)
-	// With pool_size 1 the next client gets the same server connection, reset with DISCARD ALL.
+	// The primary backend whose PID client A saw ends with A's session (docs/proxy.md): with
+	// pool_size 1 the next client gets a new one, and nothing of A's session.
 	b := e.connect(t)
 	var temp *string
-	err := pgtest.WaitFor(ctx, 20*time.Millisecond, func(ctx context.Context) (bool, error) {
-		err := b.QueryRow(ctx, "SELECT current_setting('work_mem'), to_regclass('mine')::text, pg_backend_pid() /* meridian:primary */").Scan(&wm, &temp, &pid)
-		return err == nil && pid == pidA, err
-	})
-	if err != nil {
-		t.Fatalf("the next client did not reuse the server connection: %v", err)
+	if err := b.QueryRow(ctx, "SELECT current_setting('work_mem'), to_regclass('mine')::text, pg_backend_pid() /* meridian:primary */").Scan(&wm, &temp, &pid); err != nil {
+		t.Fatal(err)
+	}
+	if pid == pidA {
+		t.Fatalf("the next client got backend %d, whose PID client A saw", pid)
 	}
 	if wm == "7MB" || temp != nil {
 		t.Fatalf("session state leaked to the next client: work_mem=%s temp table=%v", wm, temp)
+	}
+	// Replica connections are still pooled between sessions (pool_size 1: C gets B's), reset with
+	// DISCARD ALL.
+	for _, sql := range []string{"SET work_mem = '9MB'", "SELECT count(*) FROM pg_class"} {
+		if _, err := b.Exec(ctx, sql); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b.Close(ctx)
+	c := e.connect(t)
+	if err := c.QueryRow(ctx, "SELECT current_setting('work_mem') FROM pg_class LIMIT 1").Scan(&wm); err != nil {
+		t.Fatal(err)
+	}
+	if wm == "9MB" {
+		t.Fatal("session state leaked to the next client on the replica connection")
 	}
 }

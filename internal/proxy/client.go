@@ -114,6 +114,11 @@ type prepStmt struct {
 	local      bool       // SET/SHOW meridian.*: answered by the proxy, never prepared on a server
 	auto       bool       // the unnamed statement, run under internal on the server (auto_prepare)
 	entry      *autoEntry // with auto: its auto_prepare entry
+	// Transaction mode (see checkShapes): the result shape when the client prepared it, and whether
+	// PostgreSQL would refuse it now ("cached plan must not change result type") until it is
+	// prepared again.
+	shape   string
+	refused bool
 }
 
 func newClient(p *Proxy, conn net.Conn) *client {

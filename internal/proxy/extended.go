@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/meridiandb/meridian/internal/classify"
@@ -232,58 +233,150 @@ func (c *client) stmtHome(t target) target {
 // a statement prepared before an ALTER TABLE keeps its result columns there (PostgreSQL refuses it
 // afterwards with 0A000). Preparing it late, after the session's own ALTER ran on this connection,
 // would answer with the new columns instead. It runs before anything else of the client reaches the
-// connection, each Parse with its own Sync; one PostgreSQL refuses here is prepared again at use.
+// connection; one PostgreSQL refuses here is prepared again at use.
 func (c *client) prepareAhead(sc *serverConn) error {
 	if len(sc.ahead) == 0 {
 		return nil
 	}
-	if sc.st.txn != 'I' || !sc.settled() {
-		clear(sc.ahead)
-		return nil
-	}
-	var names []string
-	for _, name := range sc.stale {
-		if err := sc.send(encodeNamed(c.out[:0], msgClose, 'S', name)); err != nil {
-			return c.serverLost(sc, err)
-		}
-	}
-	sc.stale = sc.stale[:0]
+	var todo []*prepStmt
 	for name := range sc.ahead {
-		ps := c.stmts[name]
-		if ps == nil || ps.internal != name || sc.prepared[name] {
-			continue
-		}
-		names = append(names, name)
-		_ = sc.send(encodeParse(c.out[:0], name, ps.sql, ps.paramTypes))
-		if err := sc.send(rawSync); err != nil {
-			return c.serverLost(sc, err)
+		if ps := c.stmts[name]; ps != nil && ps.internal == name && !sc.prepared[name] {
+			todo = append(todo, ps)
 		}
 	}
 	clear(sc.ahead)
-	if len(names) == 0 {
-		if err := sc.send(rawSync); err != nil {
-			return c.serverLost(sc, err)
+	if len(todo) == 0 {
+		return nil
+	}
+	return c.prepareNow(sc, todo, false)
+}
+
+// checkShapes, in transaction mode, gives a client's named statement PostgreSQL's answer when the
+// tables under it changed: a statement keeps the result shape it had when the client prepared it,
+// and once the shape would differ PostgreSQL refuses it ("cached plan must not change result type",
+// 0A000) until the client prepares it again. Server connections are shared, so the copy a Bind finds
+// may have been prepared at another time (by another client, or again after a change): before a Bind
+// runs on a connection whose copy's shape is not known to be the client's, the statement is prepared
+// (again) there and described, and the Bind is refused (see refusedNow) when the shape now differs.
+// It runs only on an idle connection (outside a transaction block); inside one the copy found runs.
+func (c *client) checkShapes(sc *serverConn) error {
+	if !c.sharesStatements() || sc.st.txn != 'I' || !sc.settled() {
+		return nil
+	}
+	var todo []*prepStmt
+	parsed := map[string]bool{}
+	for i := range c.items {
+		it := &c.items[i]
+		switch {
+		case it.typ == msgParse:
+			parsed[it.name] = true
+		case it.typ != msgBind || it.name == "" || parsed[it.name]:
+		default:
+			ps := c.stmts[it.name]
+			if ps == nil || ps.auto || ps.shape == "" || ps.refused || slices.Contains(todo, ps) {
+				continue
+			}
+			if known, ok := sc.shapes[ps.internal]; sc.prepared[ps.internal] && ok && known == ps.shape {
+				continue
+			}
+			if sc.prepared[ps.internal] {
+				markStale(sc, ps.internal) // closed and prepared again, now
+			}
+			todo = append(todo, ps)
 		}
+	}
+	if len(todo) == 0 {
+		return nil
+	}
+	return c.prepareNow(sc, todo, true)
+}
+
+// refusedNow reports whether PostgreSQL would refuse the client's statement ps now (see checkShapes).
+func (c *client) refusedNow(sc *serverConn, ps *prepStmt) bool {
+	if !ps.refused && ps.shape != "" && sc.prepared[ps.internal] {
+		if known, ok := sc.shapes[ps.internal]; ok && known != ps.shape {
+			ps.refused = true
+		}
+	}
+	return ps.refused
+}
+
+func errStalePlan() *pgError {
+	return newError(codeFeatureNotSupported, "cached plan must not change result type")
+}
+
+// prepareNow prepares statements (at least one) on sc at once, before anything of the client's batch is written:
+// each Parse (with a Describe, to learn its result shape, when describe) has its own Sync, so that
+// one PostgreSQL refuses affects no other. The statements found stale there are closed first.
+func (c *client) prepareNow(sc *serverConn, todo []*prepStmt, describe bool) error {
+	for _, name := range sc.stale {
+		_ = sc.send(encodeNamed(c.out[:0], msgClose, 'S', name))
+	}
+	sc.stale = sc.stale[:0]
+	for _, ps := range todo {
+		delete(sc.shapes, ps.internal)
+		_ = sc.send(encodeParse(c.out[:0], ps.internal, ps.sql, ps.paramTypes))
+		if describe {
+			_ = sc.send(encodeNamed(c.out[:0], msgDescribe, 'S', ps.internal))
+		}
+		_ = sc.send(rawSync)
 	}
 	if err := sc.wr.Flush(); err != nil {
 		return c.serverLost(sc, err)
 	}
-	i := 0 // the Parse being answered: each has its own Sync
+	i := 0 // the statement being answered: each has its own Sync
 	for !sc.settled() {
 		typ, msg, err := sc.next()
 		if err != nil {
 			return c.serverLost(sc, err)
 		}
 		switch {
-		case typ == msgParseComplete && i < len(names):
-			sc.prepared[names[i]] = true
+		case i >= len(todo):
+		case typ == msgParseComplete:
+			sc.prepared[todo[i].internal] = true
+		case typ == msgRowDescription || typ == msgNoData:
+			noteShape(sc, todo[i].internal, shapeOf(msg))
 		case typ == msgErrorResponse:
-			c.log.Debug("statement not prepared ahead", "node", sc.pool.key.node, "code", errorCode(msg))
-		case typ == msgReadyForQuery:
+			delete(sc.prepared, todo[i].internal)
+			c.log.Debug("statement not prepared", "node", sc.pool.key.node, "code", errorCode(msg))
+		}
+		if typ == msgReadyForQuery {
 			i++
 		}
 	}
 	return nil
+}
+
+// shapeOf reduces a RowDescription (or NoData) to what decides whether PostgreSQL takes a plan's
+// result as changed: the number of columns and each one's name, type and type modifier (not the
+// table and column it comes from, which a table dropped and created again changes).
+func shapeOf(msg []byte) string {
+	if msg[0] != msgRowDescription || len(msg) < 7 {
+		return "-"
+	}
+	b := msg[7:]
+	n := int(binary.BigEndian.Uint16(msg[5:7]))
+	var out strings.Builder
+	for k := 0; k < n; k++ {
+		name, rest, err := cstring(b)
+		if err != nil || len(rest) < 18 {
+			return string(msg) // malformed: compared as it is
+		}
+		out.WriteString(name)
+		out.WriteByte(0)
+		out.Write(rest[6:10])  // type OID
+		out.Write(rest[12:16]) // type modifier
+		b = rest[18:]
+	}
+	return out.String()
+}
+
+// noteShape records the result shape of statement name as prepared on sc.
+func noteShape(sc *serverConn, name, shape string) {
+	if sc.shapes == nil {
+		sc.shapes = map[string]string{}
+	}
+	sc.shapes[name] = shape
 }
 
 func (c *client) lookupStmt(name string) *prepStmt {
@@ -336,6 +429,9 @@ func (c *client) runBatch() error {
 			return c.batchError(err)
 		}
 		sc = c.cur
+		if err := c.checkShapes(sc); err != nil {
+			return c.afterServerError(err)
+		}
 	}
 	c.steps = c.steps[:0]
 	// A canonical one-statement batch outside a transaction can run again when an auto-prepared
@@ -433,6 +529,11 @@ func (c *client) writeItems(sc *serverConn, retryable, again bool) {
 				sc.stale = append(sc.stale, ps.internal)
 			}
 			c.prepareOn(sc, ps.internal, ps.sql, ps.paramTypes, stepParse)
+			if c.sharesStatements() {
+				// The result shape the client's statement has from now on (see checkShapes).
+				c.write(sc, encodeNamed(c.out[:0], msgDescribe, 'S', ps.internal))
+				c.steps = append(c.steps, step{kind: stepShape, name: ps.internal, ps: ps})
+			}
 			if c.ownNames() {
 				for _, other := range c.held {
 					if other != sc {
@@ -450,6 +551,11 @@ func (c *client) writeItems(sc *serverConn, retryable, again bool) {
 				continue
 			}
 			named := it.name != "" || ps.auto // runs under ps.internal on the server
+			if it.name != "" && !ps.auto && c.sharesStatements() && c.refusedNow(sc, ps) {
+				c.steps = append(c.steps, step{kind: stepSynthError, err: errStalePlan()})
+				skipping = true
+				continue
+			}
 			if ps.auto && it.name == "" {
 				c.p.metrics.autoExecuted.Inc()
 				c.ap.timed = ps.entry
@@ -468,6 +574,9 @@ func (c *client) writeItems(sc *serverConn, retryable, again bool) {
 				c.write(sc, finishMsg(out, start))
 			}
 			st := step{kind: stepBind}
+			if it.name != "" && !ps.auto && c.sharesStatements() {
+				st.ps = ps
+			}
 			if named && (ps.auto || c.sharesStatements()) {
 				// A stale plan is closed and prepared again (see markStale): always for the proxy's
 				// own statements, and for shared ones. A statement of the client's own on a
@@ -571,6 +680,7 @@ func (c *client) ensurePrepared(sc *serverConn, ps *prepStmt, unnamed bool, pars
 func (c *client) prepareOn(sc *serverConn, name, sql string, paramTypes []byte, kind stepKind) {
 	c.closeStale(sc)
 	sc.prepared[name] = true
+	delete(sc.shapes, name) // known again only if described (see checkShapes)
 	c.write(sc, encodeParse(c.out[:0], name, sql, paramTypes))
 	c.steps = append(c.steps, step{kind: kind, name: name})
 }

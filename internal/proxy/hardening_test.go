@@ -750,3 +750,52 @@ func TestSessionModeStatementsAreTheClients(t *testing.T) {
 		t.Fatalf("statement prepared before the ALTER, run after it: %v, want 0A000 as directly", res.Err)
 	}
 }
+
+// Compatibility item (node-postgres and postgres.js "prepared after ALTER", transaction mode): a
+// client's named statement keeps the result shape it had when the client prepared it. After an ALTER
+// TABLE that changes it, PostgreSQL keeps refusing the client's statement (0A000) — also when its next
+// transaction lands on a server connection where the proxy prepares it afresh, or where another client
+// prepared the same text after the change — while a client that prepares it after the change runs it.
+func TestOwnStatementShapeInTransactionMode(t *testing.T) {
+	e := newEnv(t, envOptions{configure: func(c *proxy.Config) {
+		c.PoolSize = 3
+		c.QueryWaitTimeout = 20 * time.Second
+	}})
+	ctx := pgtest.Context(t, time.Minute)
+	pgtest.Exec(t, e.primary, "CREATE TABLE sh (a int)")
+	pgtest.Exec(t, e.primary, "INSERT INTO sh VALUES (1)")
+	const sql = "SELECT * FROM sh /* meridian:primary */"
+	old := e.connect(t)
+	if _, err := old.PgConn().Prepare(ctx, "s", sql, nil); err != nil {
+		t.Fatal(err)
+	}
+	pgtest.Exec(t, e.primary, "ALTER TABLE sh ADD COLUMN b int DEFAULT 2")
+	fresh := e.connect(t)
+	if _, err := fresh.PgConn().Prepare(ctx, "s", sql, nil); err != nil {
+		t.Fatal(err)
+	}
+	// After each round one more server connection is held in a transaction, so that the next round
+	// lands on others: with the statement prepared before the change, after it, or not at all.
+	for i := 0; i < 3; i++ {
+		res := old.PgConn().ExecPrepared(ctx, "s", nil, nil, nil).Read()
+		var pe *pgconn.PgError
+		if !errors.As(res.Err, &pe) || pe.Code != "0A000" {
+			t.Fatalf("run %d of the statement prepared before the ALTER: %v (%d columns), want 0A000 as directly", i, res.Err, len(res.FieldDescriptions))
+		}
+		res = fresh.PgConn().ExecPrepared(ctx, "s", nil, nil, nil).Read()
+		if res.Err != nil || len(res.FieldDescriptions) != 2 {
+			t.Fatalf("run %d of the statement prepared after the ALTER: %v, %d columns, want 2", i, res.Err, len(res.FieldDescriptions))
+		}
+		if i == 2 {
+			break
+		}
+		tx, err := e.connect(t).Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tx.Exec(ctx, "SELECT 1 /* meridian:primary */"); err != nil {
+			t.Fatal(err)
+		}
+		defer tx.Rollback(ctx)
+	}
+}

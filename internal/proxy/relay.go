@@ -35,13 +35,15 @@ const (
 	stepRowDesc                      // its Describe: relay RowDescription, swallow NoData (a simple Query sends none)
 	stepSwallowClose                 // a Close of a stale statement the proxy injected: swallow CloseComplete
 	stepRestore                      // a Query restoring startup values after RESET (see restoreStartup): relay ParameterStatus, swallow the rest
+	stepShape                        // a Describe the proxy wrote after a client's Parse: swallow it, noting the statement's result shape (see checkShapes)
 )
 
 type step struct {
 	kind  stepKind
-	name  string   // stepParse/stepSwallowParse: internal statement name being prepared; Bind, Close: its statement
-	err   *pgError // stepSynthError
-	retry bool     // stepSwallowBind: a stale plan is prepared again and the query run again (see writeAuto)
+	name  string    // stepParse/stepSwallowParse: internal statement name being prepared; Bind, Close: its statement
+	err   *pgError  // stepSynthError
+	retry bool      // stepSwallowBind: a stale plan is prepared again and the query run again (see writeAuto)
+	ps    *prepStmt // stepShape: the client's statement; stepBind: the client's statement in transaction mode
 }
 
 // relayResult summarises a relay.
@@ -138,7 +140,16 @@ func (c *client) relay(sc *serverConn) (relayResult, error) {
 			return res, c.serverLost(sc, err)
 		}
 		swallow := st.kind == stepSwallowQuery || st.kind == stepSwallowParse || st.kind == stepSwallowBind ||
-			st.kind == stepSwallowClose || st.kind == stepRestore
+			st.kind == stepSwallowClose || st.kind == stepRestore || st.kind == stepShape
+		if st.kind == stepShape && (typ == msgRowDescription || typ == msgNoData) {
+			shape := shapeOf(msg)
+			if st.ps.shape == "" {
+				st.ps.shape = shape
+			}
+			noteShape(sc, st.name, shape)
+			i++
+			continue
+		}
 		switch typ {
 		case msgNotice, msgNotification, msgParamStatus:
 			if !swallow || typ != msgParamStatus || st.kind == stepRestore {
@@ -165,6 +176,9 @@ func (c *client) relay(sc *serverConn) (relayResult, error) {
 			code := errorCode(msg)
 			if (st.kind == stepBind || st.kind == stepSwallowBind) && st.name != "" && isStalePlan(code, msg) {
 				markStale(sc, st.name)
+				if st.ps != nil {
+					st.ps.refused = true // the client's own statement, as PostgreSQL keeps refusing it
+				}
 				c.p.metrics.autoReplanned.Inc()
 				if st.retry {
 					res.retry, skipToSync = true, true
@@ -386,7 +400,7 @@ func completes(k stepKind, typ byte) bool {
 		return typ == msgBindComplete
 	case stepSwallowClose:
 		return typ == msgCloseComplete
-	case stepDescribe, stepRowDesc:
+	case stepDescribe, stepRowDesc, stepShape:
 		return typ == msgRowDescription || typ == msgNoData
 	case stepExecute:
 		return typ == msgCommandComplete || typ == msgEmptyQuery || typ == msgPortalSuspended

@@ -301,8 +301,12 @@ func (c *client) refusedNow(sc *serverConn, ps *prepStmt) bool {
 	return ps.refused
 }
 
+// errStalePlan is PostgreSQL's refusal of a prepared statement whose result shape changed, with the
+// fields it sends.
 func errStalePlan() *pgError {
-	return newError(codeFeatureNotSupported, "cached plan must not change result type")
+	e := newError(codeFeatureNotSupported, "cached plan must not change result type")
+	e.File, e.Routine = "plancache.c", "RevalidateCachedQuery"
+	return e
 }
 
 // prepareNow prepares statements (at least one) on sc at once, before anything of the client's batch is written:

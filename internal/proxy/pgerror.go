@@ -35,6 +35,9 @@ type pgError struct {
 	Message  string
 	Detail   string
 	Hint     string
+	// File and Routine name where PostgreSQL raises the error the proxy gives in its place, for the
+	// drivers that look at them (postgres.js retries on routine RevalidateCachedQuery).
+	File, Routine string
 }
 
 func (e *pgError) Error() string { return fmt.Sprintf("%s (SQLSTATE %s)", e.Message, e.Code) }
@@ -64,6 +67,7 @@ func appendError(dst []byte, e *pgError) []byte {
 	}
 	return appendMessage(dst, &pgproto3.ErrorResponse{
 		Severity: sev, SeverityUnlocalized: sev, Code: e.Code, Message: e.Message, Detail: e.Detail, Hint: e.Hint,
+		File: e.File, Routine: e.Routine,
 	})
 }
 

@@ -238,9 +238,7 @@ func (c *client) loop() error {
 			return err
 		}
 		idleLimit := c.idleLimit()
-		watch := c.watchIdle() // a pinned session hears its notifications while idle
-		typ, msg, err := c.rd.next()
-		watch.halt()
+		typ, msg, err := c.nextMessage(idleLimit)
 		if err == nil && c.killed.Load() != nil {
 			return c.shouldEnd() // e.g. its own backend was terminated just as the message came
 		}
@@ -306,6 +304,42 @@ func (c *client) loop() error {
 			return err
 		}
 	}
+}
+
+// watchDelay is how long a client is quiet before the session starts watching its own server
+// connection (see idleWatch): a client that sends its next statement sooner, as a busy one does,
+// costs no watch at all.
+const watchDelay = 2 * time.Millisecond
+
+// nextMessage reads the client's next message. A session with a server connection of its own to
+// watch (pinned, or session mode) watches it while the client is quiet, from watchDelay on.
+func (c *client) nextMessage(idleLimit time.Duration) (byte, []byte, error) {
+	if c.cur != nil || c.rd.buffered() > 0 || c.watched() == nil {
+		return c.rd.next()
+	}
+	start := time.Now()
+	_ = c.conn.SetReadDeadline(start.Add(watchDelay))
+	typ, msg, err := c.rd.next()
+	if err == nil || !errors.Is(err, os.ErrDeadlineExceeded) || c.p.draining.Load() || c.killed.Load() != nil ||
+		(idleLimit > 0 && idleLimit <= watchDelay) {
+		if err == nil && idleLimit == 0 {
+			_ = c.conn.SetReadDeadline(time.Time{})
+		}
+		return typ, msg, err // the loop looks at the deadline as it would have
+	}
+	// Quiet: watch, and read on (the message reader resumes a message cut by the deadline).
+	if idleLimit > 0 {
+		_ = c.conn.SetReadDeadline(start.Add(idleLimit))
+	} else {
+		_ = c.conn.SetReadDeadline(time.Time{})
+	}
+	if c.p.draining.Load() || c.killed.Load() != nil {
+		c.wake() // a shutdown or kill that woke the session just before the deadline was moved
+	}
+	watch := c.watchIdle()
+	typ, msg, err = c.rd.next()
+	watch.halt()
+	return typ, msg, err
 }
 
 // idleLimit arms the read deadline for the wait for the client's next message when

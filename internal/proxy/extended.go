@@ -204,28 +204,46 @@ func (c *client) stmtHome(t target) target {
 		return t
 	}
 	here := c.held[t.node.Name]
-	parsed := map[string]bool{}
-	for i := range c.items {
-		it := &c.items[i]
-		switch {
-		case it.typ == msgParse:
-			parsed[it.name] = true
-		case it.name == "" || parsed[it.name]:
-		case it.typ == msgBind || it.typ == msgDescribe && it.kind == 'S':
-			ps := c.stmts[it.name]
-			if ps == nil || ps.internal != it.name || (here != nil && here.prepared[ps.internal]) {
-				continue
-			}
-			if own.prepared[ps.internal] || own.ahead[ps.internal] {
-				snap := c.p.disc.Current()
-				if n, ok := snap.Node(c.ownNode); ok && n.Up && snap.Primary == n.Name {
-					return target{node: n, route: routePrimary, read: true}
-				}
-				return t
-			}
+	home := false
+	c.referenced(true, func(name string, ps *prepStmt) bool {
+		if ps.internal == name && (here == nil || !here.prepared[ps.internal]) &&
+			(own.prepared[ps.internal] || own.ahead[ps.internal]) {
+			home = true
+		}
+		return !home
+	})
+	if home {
+		snap := c.p.disc.Current()
+		if n, ok := snap.Node(c.ownNode); ok && n.Up && snap.Primary == n.Name {
+			return target{node: n, route: routePrimary, read: true}
 		}
 	}
 	return t
+}
+
+// referenced calls f with each of the client's named statements (name, statement) that a Bind of the batch (and, with
+// describes, a Describe of a statement) refers to without the batch preparing it first; f returns
+// false to stop.
+func (c *client) referenced(describes bool, f func(name string, ps *prepStmt) bool) {
+	for i := range c.items {
+		it := &c.items[i]
+		if it.name == "" || !(it.typ == msgBind || describes && it.typ == msgDescribe && it.kind == 'S') || c.parsedBefore(i, it.name) {
+			continue
+		}
+		if ps := c.stmts[it.name]; ps != nil && !f(it.name, ps) {
+			return
+		}
+	}
+}
+
+// parsedBefore reports whether the batch parses statement name before its item i.
+func (c *client) parsedBefore(i int, name string) bool {
+	for _, it := range c.items[:i] {
+		if it.typ == msgParse && it.name == name {
+			return true
+		}
+	}
+	return false
 }
 
 // prepareAhead prepares, on a session connection about to be used, the statements the client
@@ -264,27 +282,19 @@ func (c *client) checkShapes(sc *serverConn) error {
 		return nil
 	}
 	var todo []*prepStmt
-	parsed := map[string]bool{}
-	for i := range c.items {
-		it := &c.items[i]
-		switch {
-		case it.typ == msgParse:
-			parsed[it.name] = true
-		case it.typ != msgBind || it.name == "" || parsed[it.name]:
-		default:
-			ps := c.stmts[it.name]
-			if ps == nil || ps.auto || ps.shape == "" || ps.refused || slices.Contains(todo, ps) {
-				continue
-			}
-			if known, ok := sc.shapes[ps.internal]; sc.prepared[ps.internal] && ok && known == ps.shape {
-				continue
-			}
-			if sc.prepared[ps.internal] {
-				markStale(sc, ps.internal) // closed and prepared again, now
-			}
-			todo = append(todo, ps)
+	c.referenced(false, func(_ string, ps *prepStmt) bool {
+		if ps.auto || ps.shape == "" || ps.refused || slices.Contains(todo, ps) {
+			return true
 		}
-	}
+		if known, ok := sc.shapes[ps.internal]; sc.prepared[ps.internal] && ok && known == ps.shape {
+			return true
+		}
+		if sc.prepared[ps.internal] {
+			markStale(sc, ps.internal) // closed and prepared again, now
+		}
+		todo = append(todo, ps)
+		return true
+	})
 	if len(todo) == 0 {
 		return nil
 	}

@@ -79,11 +79,12 @@ func TestMsgReaderResumesAfterTimeout(t *testing.T) {
 	for _, cut := range []int{1, 3, 5, 6, 100, 8192, 8197, len(msg) - 6} {
 		r := &timeoutAt{b: msg, at: cut}
 		m := newMsgReader(r, 64, 1<<20)
-		typ, got, err := m.next()
+		typ, _, err := m.next()
 		if !errors.Is(err, errTestTimeout) {
 			t.Fatalf("cut %d: first read %q, %v; want the timeout", cut, typ, err)
 		}
-		if typ, got, err = m.next(); err != nil || typ != 'd' || !bytes.Equal(got, msg[:len(msg)-5]) {
+		typ, got, err := m.next()
+		if err != nil || typ != 'd' || !bytes.Equal(got, msg[:len(msg)-5]) {
 			t.Fatalf("cut %d: after the timeout: %q, %d bytes, %v", cut, typ, len(got), err)
 		}
 		if typ, _, err = m.next(); err != nil || typ != 'c' {

@@ -800,3 +800,34 @@ func TestOwnStatementShapeInTransactionMode(t *testing.T) {
 		defer tx.Rollback(ctx)
 	}
 }
+
+// A client can cancel its running query while max_client_conn turns new connections away: the cancel
+// request, which needs a connection of its own, is served, not refused with "too many clients".
+func TestCancelWhenFull(t *testing.T) {
+	e := newEnv(t, envOptions{configure: func(c *proxy.Config) { c.MaxClientConn = 1 }})
+	ctx := pgtest.Context(t, time.Minute)
+	a := e.connect(t)
+	done := make(chan error, 1)
+	go func() {
+		_, err := a.Exec(ctx, "SELECT pg_sleep(30) /* cancel-when-full */")
+		done <- err
+	}()
+	admin := pgtest.Conn(t, e.replica)
+	if err := pgtest.WaitFor(ctx, 10*time.Millisecond, func(ctx context.Context) (bool, error) {
+		var n int
+		err := admin.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%cancel-when-full%' AND state = 'active' AND pid <> pg_backend_pid()").Scan(&n)
+		return n == 1, err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pgconn.Connect(ctx, e.connString()); err == nil {
+		t.Fatal("a second client got in with max_client_conn 1")
+	}
+	if err := a.PgConn().CancelRequest(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var pe *pgconn.PgError
+	if err := <-done; !errors.As(err, &pe) || pe.Code != "57014" {
+		t.Fatalf("the running query ended with %v, want 57014 (canceled)", err)
+	}
+}

@@ -310,6 +310,9 @@ func (p *Proxy) reject(conn net.Conn, err error) {
 	p.wg.Go(func() {
 		defer p.rejecting.Add(-1)
 		defer conn.Close()
+		if p.cancelWhenFull(conn) {
+			return
+		}
 		p.metrics.errors.WithLabelValues(sqlstateClass(toPgError(err).Code)).Inc()
 		writeFatal(conn, err)
 		if tc, ok := conn.(*net.TCPConn); ok {
@@ -318,6 +321,21 @@ func (p *Proxy) reject(conn net.Conn, err error) {
 		_ = conn.SetReadDeadline(time.Now().Add(time.Second))
 		_, _ = io.Copy(io.Discard, io.LimitReader(conn, 64<<10))
 	})
+}
+
+// cancelWhenFull serves a CancelRequest that arrives while max_client_conn turns connections away:
+// cancelling a running query is what a client may need most when the proxy is full, and a cancel
+// connection lives only for the request. It reads the connection's first 16 bytes for a moment (a
+// cancel is sent at once after connecting) and reports whether they were a CancelRequest.
+func (p *Proxy) cancelWhenFull(conn net.Conn) bool {
+	_ = conn.SetReadDeadline(time.Now().Add(250 * time.Millisecond))
+	var b [16]byte
+	if _, err := io.ReadFull(conn, b[:]); err != nil ||
+		binary.BigEndian.Uint32(b[0:]) != 16 || binary.BigEndian.Uint32(b[4:]) != cancelRequestCode {
+		return false
+	}
+	p.cancelRequest(binary.BigEndian.Uint32(b[8:]), b[12:16])
+	return true
 }
 
 // maintain reaps idle server connections and exports node states.

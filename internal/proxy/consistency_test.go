@@ -113,8 +113,12 @@ func TestSessionReadYourWrites(t *testing.T) {
 	if total.lsnReported != workers*tries {
 		t.Errorf("ParameterStatus meridian.commit_lsn advanced %d times for %d writes", total.lsnReported, workers*tries)
 	}
-	if got := scrapeGauge(t, e.proxy.HTTPAddr(), `meridian_proxy_consistency_reads_total{mode="session",outcome="replica_after_wait"}`); got < workers*tries {
-		t.Errorf("session replica_after_wait reads = %v, want ≥ %d", got, workers*tries)
+	// Each read waited for the replica, or found it caught up already (on a loaded machine the read
+	// may reach the proxy after the apply delay): none went to the primary.
+	waited := scrapeGauge(t, e.proxy.HTTPAddr(), `meridian_proxy_consistency_reads_total{mode="session",outcome="replica_after_wait"}`)
+	immediately, _ := scrapeSeries(t, e.proxy.HTTPAddr(), `meridian_proxy_consistency_reads_total{mode="session",outcome="replica_immediately"}`)
+	if waited+immediately < workers*tries || waited == 0 {
+		t.Errorf("session reads on the replica: %v after waiting + %v at once, want %d with some waits", waited, immediately, workers*tries)
 	}
 
 	// max_wait shorter than the lag: the primary answers, after waiting max_wait.

@@ -181,3 +181,49 @@ func TestNoAllocs(t *testing.T) {
 		t.Errorf("fast path: %v allocations", n)
 	}
 }
+
+// TestMemo: a memo answers as ClassifyIn does, for the same text and function set only; a new
+// function list (SetWriteFunctions, another database's Functions) classifies again.
+func TestMemo(t *testing.T) {
+	c := New(Config{})
+	var m Memo
+	const sql = "SELECT refresh_totals(1)"
+	check := func(fn *Functions, text string, want Route) {
+		t.Helper()
+		got := c.ClassifyMemo(&m, fn, text)
+		if diff := cmp.Diff(c.ClassifyIn(fn, text), got); diff != "" {
+			t.Fatalf("%s: memo differs from ClassifyIn (-want +got):\n%s", text, diff)
+		}
+		if got.Route != want {
+			t.Fatalf("%s: route %v, want %v", text, got.Route, want)
+		}
+	}
+	check(nil, sql, RouteReplica)
+	check(nil, sql, RouteReplica) // from the memo
+	check(nil, "INSERT INTO t VALUES (1)", RoutePrimary)
+	c.SetWriteFunctions([]string{"refresh_totals"})
+	check(nil, sql, RoutePrimary)
+	db := c.Functions(nil, nil) // a database's set: Config.WriteFunctions and the built-in list only
+	check(db, sql, RouteReplica)
+	check(c.Functions([]string{"app.refresh_totals"}, nil), sql, RoutePrimary)
+	check(db, sql, RouteReplica)
+
+	// The memo answers without classifying: a marked result is served for its text and set only.
+	m.res.Reason = "from memo"
+	if got := c.ClassifyMemo(&m, db, sql); got.Reason != "from memo" {
+		t.Errorf("the same text and set were classified again: %+v", got)
+	}
+	if got := c.ClassifyMemo(&m, nil, sql); got.Reason == "from memo" {
+		t.Errorf("another function set was served the memo: %+v", got)
+	}
+	if n := testing.AllocsPerRun(100, func() { c.ClassifyMemo(&m, nil, sql) }); n != 0 {
+		t.Errorf("memo hit: %v allocations", n)
+	}
+
+	// A text over maxCachedLen is classified but not kept.
+	long := "SELECT 1" + strings.Repeat(" ", maxCachedLen)
+	check(nil, long, RouteReplica)
+	if m.sql == long {
+		t.Error("a text over maxCachedLen was kept in the memo")
+	}
+}

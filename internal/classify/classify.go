@@ -213,7 +213,7 @@ type Result struct {
 	Modes TxnMode
 	Pin   Pin
 	// Sets lists the SET / RESET statements in order. It is shared with the
-	// cache: callers must not modify it.
+	// cache and memos: callers must not modify it.
 	Sets []SetOp
 	// Discard is set for DISCARD ALL and DEALLOCATE ALL, which drop the
 	// session's server-side prepared statements (and, for DISCARD ALL, the
@@ -363,6 +363,34 @@ func (c *Classifier) ClassifyIn(fn *Functions, sql string) Result {
 		return c.Classify(sql)
 	}
 	return c.classify(fn.fs, sql)
+}
+
+// Memo remembers the last text one caller classified, with its Result: a session that classifies
+// the same text again — a driver's statement named by each Parse, Bind and Describe of a batch, or
+// run batch after batch — gets the Result without the fast path or the shared cache's lock. It is
+// for one goroutine; the zero value is empty.
+type Memo struct {
+	sql string
+	gen uint64 // the funcSet generation res was computed with; 0 (never handed out) when empty
+	res Result
+}
+
+// ClassifyMemo is ClassifyIn remembering its last answer in m. A Result depends only on the text and
+// the function set, whose generation identifies it (generations are never reused), so the
+// remembered Result is the one ClassifyIn would return; like a cached one, it is shared.
+func (c *Classifier) ClassifyMemo(m *Memo, fn *Functions, sql string) Result {
+	fs := c.funcs.Load()
+	if fn != nil {
+		fs = fn.fs
+	}
+	if m.gen == fs.gen && m.sql == sql {
+		return m.res
+	}
+	r := c.classify(fs, sql)
+	if len(sql) <= maxCachedLen { // a long text is not kept alive for the next call
+		m.sql, m.gen, m.res = sql, fs.gen, r
+	}
+	return r
 }
 
 func (c *Classifier) classify(fs *funcSet, sql string) Result {

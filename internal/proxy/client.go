@@ -60,6 +60,7 @@ type client struct {
 	catalogChanged      bool             // DDL changed functions or views: re-read volatility once out of the transaction
 	deferModes          classify.TxnMode // the modes of the deferred BEGIN and the SET TRANSACTIONs after it
 	vol                 *dbFunctions     // the database's volatile functions (p.vol), looked up once
+	memo, memoGlobal    classify.Memo    // the last classification with vol's functions, and with the global ones
 	stmts               map[string]*prepStmt
 	unnamed             *prepStmt
 	auto                autoRun // the simple query being run as a prepared statement (auto_prepare)
@@ -523,7 +524,7 @@ func (c *client) classify(sql string) classify.Result {
 	if !c.vol.current() {
 		primary = c.p.primaryAddress()
 	}
-	return c.p.classifier.ClassifyIn(c.p.vol.functions(c.ctx, c.vol, primary), sql)
+	return c.p.classifier.ClassifyMemo(&c.memo, c.p.vol.functions(c.ctx, c.vol, primary), sql)
 }
 
 // stateSQL is the statement that brings a server connection to the client's session state.
@@ -689,8 +690,7 @@ func (c *client) checkoutWait(t target, wait bool) (*serverConn, error) {
 // (nothing of the client's was sent yet) the read runs on the primary instead, and discovery is told.
 func (c *client) checkoutRead(t target) (*serverConn, target, error) {
 	sc, err := c.checkout(t)
-	var pe *pgError
-	if err == nil || !t.read || c.cur != nil || !errors.As(err, &pe) || pe.Code != codeConnectionFailure {
+	if err == nil || !t.read || c.cur != nil || !isConnectionFailure(err) {
 		return sc, t, err
 	}
 	c.p.disc.Refresh()

@@ -86,11 +86,13 @@ func (c *client) addItem(typ byte, msg []byte) error {
 func internalName(sql string, paramTypes []byte) string {
 	// A cryptographic hash (truncated to 128 bits to fit NAMEDATALEN): a client must not be able to
 	// craft a text that collides with another client's statement and run under its name.
-	h := sha256.New()
-	h.Write([]byte(sql))
-	h.Write([]byte{0})
-	h.Write(paramTypes)
-	return "mdn_" + hex.EncodeToString(h.Sum(nil)[:16])
+	// Built on the stack (a driver's unnamed statement is named at every Parse): one allocation.
+	var buf [512]byte
+	sum := sha256.Sum256(append(append(append(buf[:0], sql...), 0), paramTypes...))
+	var name [4 + 32]byte
+	copy(name[:], "mdn_")
+	hex.Encode(name[4:], sum[:16])
+	return string(name[:])
 }
 
 // batchResult classifies the statements a batch parses or binds.
@@ -502,10 +504,11 @@ func (c *client) writeItems(sc *serverConn, retryable, again bool) {
 				c.prepareOn(sc, c.unnamed.internal, c.unnamed.sql, c.unnamed.paramTypes, stepSwallowParse)
 				continue
 			}
-			ps := &prepStmt{sql: it.sql, paramTypes: it.paramTypes, internal: c.stmtName(it.name, it.sql, it.paramTypes),
-				res: c.classify(it.sql)}
+			ps := &prepStmt{sql: it.sql, res: c.classify(it.sql)}
 			ps.paramTypes = append([]byte(nil), it.paramTypes...)
 			if it.name == "" {
+				// The unnamed statement runs on the server as sent, or under its auto_prepare
+				// entry's name: it has no internal name of its own to compute at every Parse "".
 				ps.auto = c.autoPrepareUnnamed(ps)
 				c.unnamed = ps
 				parsedUnnamed = true
@@ -521,6 +524,7 @@ func (c *client) writeItems(sc *serverConn, retryable, again bool) {
 				}
 				continue
 			}
+			ps.internal = c.stmtName(it.name, ps.sql, ps.paramTypes)
 			if c.p.cfg.AutoPrepare {
 				c.noteCatalog(it.sql)
 			}

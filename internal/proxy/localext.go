@@ -43,7 +43,7 @@ func (c *client) localOnlyBatch() bool {
 	for _, it := range c.items {
 		switch it.typ {
 		case msgParse:
-			_, _, ok := c.localStmt(it.sql, c.p.classifier.Classify(it.sql))
+			_, _, ok := c.localStmt(it.sql, c.p.classifier.ClassifyMemo(&c.memoGlobal, nil, it.sql))
 			if !ok {
 				return false
 			}
@@ -81,7 +81,7 @@ func (c *client) answerLocalBatch() error {
 		}
 		switch it.typ {
 		case msgParse:
-			ps := &prepStmt{sql: it.sql, res: c.p.classifier.Classify(it.sql), local: true}
+			ps := &prepStmt{sql: it.sql, res: c.p.classifier.ClassifyMemo(&c.memoGlobal, nil, it.sql), local: true}
 			if it.name == "" {
 				c.unnamed = ps
 			} else {

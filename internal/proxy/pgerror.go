@@ -60,6 +60,13 @@ func toPgError(err error) *pgError {
 	return newError(codeConnectionFailure, "%v", err)
 }
 
+// isConnectionFailure reports whether err is the proxy's own connection failure (08006): the server
+// could not be reached.
+func isConnectionFailure(err error) bool {
+	var pe *pgError
+	return errors.As(err, &pe) && pe.Code == codeConnectionFailure
+}
+
 func appendError(dst []byte, e *pgError) []byte {
 	sev := e.Severity
 	if sev == "" {

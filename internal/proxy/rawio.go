@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"crypto/tls"
 	"io"
 	"net"
 	"os"
@@ -173,4 +174,59 @@ func clientIO(conn net.Conn, writeTimeout time.Duration) io.ReadWriter {
 		return r
 	}
 	return deadlineWriter{Conn: conn, timeout: writeTimeout}
+}
+
+// idleProbe looks, without waiting and without consuming anything, whether anything arrived on an
+// idle server connection's socket (see serverConn.alive). It is made once per connection, with its
+// callback bound, so that a look allocates nothing. Only the connection's holder uses it.
+type idleProbe struct {
+	rc    syscall.RawConn // nil: no socket to look at (the connection counts as quiet)
+	err   error           // the socket could not be reached at all (the connection counts as not quiet)
+	fn    func(fd uintptr) bool
+	quiet bool // the last look found nothing to read and the socket open
+	b     [1]byte
+}
+
+// newIdleProbe returns the probe of conn's socket (under TLS, of the TCP connection: TLS records are
+// bytes too, and an idle TLS connection has none pending either).
+func newIdleProbe(conn net.Conn) *idleProbe {
+	if tc, ok := conn.(*tls.Conn); ok {
+		conn = tc.NetConn()
+	}
+	p := &idleProbe{}
+	sysc, ok := conn.(syscall.Conn)
+	if !ok {
+		return p
+	}
+	if p.rc, p.err = sysc.SyscallConn(); p.err != nil {
+		p.rc = nil
+	}
+	p.fn = p.peek
+	return p
+}
+
+// quietNow peeks at the socket with MSG_PEEK|MSG_DONTWAIT: EAGAIN means nothing to read and the
+// connection open. Anything else — bytes, an EOF (0), an error such as ECONNRESET — means it is not.
+func (p *idleProbe) quietNow() bool {
+	if p.err != nil {
+		return false
+	}
+	if p.rc == nil {
+		return true
+	}
+	p.quiet = false
+	err := p.rc.Read(p.fn)
+	return err == nil && p.quiet
+}
+
+func (p *idleProbe) peek(fd uintptr) bool {
+	for {
+		_, _, errno := syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&p.b[0])), 1,
+			syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
+		if errno == syscall.EINTR {
+			continue
+		}
+		p.quiet = errno == syscall.EAGAIN
+		return true
+	}
 }

@@ -119,3 +119,25 @@ func (r *timeoutAt) Read(dst []byte) (int, error) {
 	r.off += n
 	return n, nil
 }
+
+// TestInternalName: a statement's server-side name is "mdn_" and the first 128 bits of SHA-256 over
+// text, NUL, parameter types — the same on every proxy and release (servers keep statements under
+// it); texts longer than the stack buffer give the same as short ones would.
+func TestInternalName(t *testing.T) {
+	for _, tc := range []struct {
+		sql        string
+		paramTypes []byte
+		want       string
+	}{
+		{"SELECT abalance FROM pgbench_accounts WHERE aid = $1", []byte{0, 1, 0, 0, 0, 23}, "mdn_86db3822987dd136e8aa5c381f5ab37c"},
+		{"", []byte{0, 0}, "mdn_709e80c88487a2411e1ee4dfb9f22a86"},
+		{string(bytes.Repeat([]byte{'x'}, 600)), []byte{0, 0}, "mdn_7458a5d7aa811a47eff708140476207f"},
+	} {
+		if got := internalName(tc.sql, tc.paramTypes); got != tc.want {
+			t.Errorf("internalName(%.20q, %v) = %s, want %s", tc.sql, tc.paramTypes, got, tc.want)
+		}
+	}
+	if n := testing.AllocsPerRun(100, func() { internalName("SELECT 1", []byte{0, 0}) }); n != 1 {
+		t.Errorf("internalName allocates %v times, want 1 (the name)", n)
+	}
+}

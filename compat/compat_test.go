@@ -210,7 +210,8 @@ func prepare(t *testing.T, c *pgtest.Cluster) {
 }
 
 // startProxy starts meridian proxy in-process over the cluster, with its default configuration
-// except: the given pool mode, kernel-assigned ports, a fast poll, an explicit trust rule for
+// except: the given pool mode (session mode with a pool_size for the suites' connections),
+// kernel-assigned ports, a fast poll, an explicit trust rule for
 // loopback clients (the suites log in without passwords; the built-in default may change), and
 // default_consistency COMPAT_CONSISTENCY (global unless set). The suites were written against one
 // server: a row committed on one connection is read at once on another (pgx's stdlib
@@ -224,6 +225,12 @@ func startProxy(t *testing.T, c *pgtest.Cluster, mode proxy.PoolMode, logPath st
 	cfg.HTTPListen = ""
 	cfg.Region = "local"
 	cfg.PoolMode = mode
+	if mode == proxy.PoolSession {
+		// A session holds its primary connection for its whole life (docs/proxy.md, session mode):
+		// pool_size covers the suites' concurrent connections, as it would in a session-mode
+		// deployment; past it a session has no backend of its own and the PID tests cannot hold.
+		cfg.PoolSize = 150
+	}
 	cfg.PollInterval = 100 * time.Millisecond
 	cfg.DefaultConsistency = "global"
 	if v := os.Getenv("COMPAT_CONSISTENCY"); v != "" {

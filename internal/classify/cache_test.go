@@ -220,10 +220,20 @@ func TestMemo(t *testing.T) {
 		t.Errorf("memo hit: %v allocations", n)
 	}
 
-	// A text over maxCachedLen is classified but not kept.
+	// A text over maxCachedLen is remembered (its batch classifies it once) until ForgetLong.
 	long := "SELECT 1" + strings.Repeat(" ", maxCachedLen)
 	check(nil, long, RouteReplica)
-	if m.sql == long {
-		t.Error("a text over maxCachedLen was kept in the memo")
+	m.res.Reason = "from memo"
+	if got := c.ClassifyMemo(&m, nil, long); got.Reason != "from memo" {
+		t.Errorf("a long text was classified again within its batch: %+v", got)
+	}
+	m.ForgetLong()
+	if m.sql != "" {
+		t.Error("ForgetLong kept a text over maxCachedLen")
+	}
+	check(db, sql, RouteReplica)
+	m.ForgetLong()
+	if m.sql != sql {
+		t.Error("ForgetLong forgot a short text")
 	}
 }

@@ -387,10 +387,17 @@ func (c *Classifier) ClassifyMemo(m *Memo, fn *Functions, sql string) Result {
 		return m.res
 	}
 	r := c.classify(fs, sql)
-	if len(sql) <= maxCachedLen { // a long text is not kept alive for the next call
-		m.sql, m.gen, m.res = sql, fs.gen, r
-	}
+	m.sql, m.gen, m.res = sql, fs.gen, r
 	return r
+}
+
+// ForgetLong empties m when it remembers a text longer than the shared cache keeps: such a text is
+// remembered while its batch is served (a long statement's Parse, Bind and Execute are classified
+// once, not once each), and is not kept alive while the session waits for its next message.
+func (m *Memo) ForgetLong() {
+	if len(m.sql) > maxCachedLen {
+		*m = Memo{}
+	}
 }
 
 func (c *Classifier) classify(fs *funcSet, sql string) Result {

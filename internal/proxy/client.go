@@ -238,6 +238,8 @@ func (c *client) loop() error {
 		if err := c.shouldEnd(); err != nil {
 			return err
 		}
+		c.memo.ForgetLong()
+		c.memoGlobal.ForgetLong()
 		idleLimit := c.idleLimit()
 		typ, msg, err := c.nextMessage(idleLimit)
 		if err == nil && c.killed.Load() != nil {

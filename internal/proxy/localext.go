@@ -25,6 +25,11 @@ func (c *client) localStmt(sql string, res classify.Result) (show string, set *c
 	return "", nil, false
 }
 
+// maxLocalLen is the length above which a statement is looked at as one of the proxy's own
+// settings only when its text names one ("meridian."): parsing a long text (a statement with
+// thousands of parameters) costs far more than looking for the word.
+const maxLocalLen = 4 << 10
+
 // localOnlyBatch reports whether every message of the batch concerns the proxy's own settings.
 func (c *client) localOnlyBatch() bool {
 	if c.cur != nil || c.pinnedNode != "" {
@@ -43,6 +48,9 @@ func (c *client) localOnlyBatch() bool {
 	for _, it := range c.items {
 		switch it.typ {
 		case msgParse:
+			if len(it.sql) > maxLocalLen && !containsFold(it.sql, "meridian") {
+				return false // a long text that names no setting of the proxy's: not parsed twice
+			}
 			_, _, ok := c.localStmt(it.sql, c.p.classifier.ClassifyMemo(&c.memoGlobal, nil, it.sql))
 			if !ok {
 				return false

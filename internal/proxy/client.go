@@ -685,6 +685,10 @@ func (c *client) checkoutWait(t target, wait bool) (*serverConn, error) {
 		c.releaseCur()
 		return nil, err
 	}
+	if err := c.prepareJoined(sc); err != nil {
+		c.releaseCur()
+		return nil, err
+	}
 	return sc, nil
 }
 
@@ -853,6 +857,7 @@ func (c *client) resetServer(sc *serverConn, stmts ...string) error {
 		}
 		if stmt == "DISCARD ALL" || stmt == "DEALLOCATE ALL" {
 			clear(sc.prepared)
+			clear(sc.late)
 			sc.stale = sc.stale[:0]
 			sc.stateKey = 0
 		}
@@ -1121,6 +1126,7 @@ func (c *client) settle(sc *serverConn, res classify.Result, out relayResult) {
 	if res.Discard && !out.failed {
 		// DISCARD ALL or DEALLOCATE ALL: the server's statements are gone, and so are the client's.
 		clear(sc.prepared)
+		clear(sc.late)
 		sc.stale = sc.stale[:0]
 		c.forgetAllStmts() // in session mode also on the other connections
 	}

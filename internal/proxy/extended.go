@@ -208,7 +208,7 @@ func (c *client) stmtHome(t target) target {
 	here := c.held[t.node.Name]
 	home := false
 	c.referenced(true, func(name string, ps *prepStmt) bool {
-		if ps.internal == name && (here == nil || !here.prepared[ps.internal]) &&
+		if ps.internal == name && (here == nil || !here.prepared[ps.internal] || here.late[ps.internal]) &&
 			(own.prepared[ps.internal] || own.ahead[ps.internal]) {
 			home = true
 		}
@@ -269,6 +269,39 @@ func (c *client) prepareAhead(sc *serverConn) error {
 		return nil
 	}
 	return c.prepareNow(sc, todo, false)
+}
+
+// prepareJoined prepares, on a connection that joins a session-mode session (its first use of that
+// node), the statements the client prepared before: a direct connection lists them all in
+// pg_prepared_statements, whichever node a query of the session runs on. Prepared now, they may see
+// tables the client's statement never saw (after the session's own ALTER TABLE), so they are marked
+// late and a read that runs one is kept on the connection that has it from the client's Parse (see
+// stmtHome).
+func (c *client) prepareJoined(sc *serverConn) error {
+	if !c.ownNames() || len(c.stmts) == 0 {
+		return nil
+	}
+	var todo []*prepStmt
+	for name, ps := range c.stmts {
+		if ps.internal == name && !ps.local && !sc.prepared[name] {
+			todo = append(todo, ps)
+		}
+	}
+	if len(todo) == 0 {
+		return nil
+	}
+	if err := c.prepareNow(sc, todo, false); err != nil {
+		return err
+	}
+	if sc.late == nil {
+		sc.late = map[string]bool{}
+	}
+	for _, ps := range todo {
+		if sc.prepared[ps.internal] {
+			sc.late[ps.internal] = true
+		}
+	}
+	return nil
 }
 
 // checkShapes, in transaction mode, gives a client's named statement PostgreSQL's answer when the
@@ -350,6 +383,7 @@ func (c *client) prepareNow(sc *serverConn, todo []*prepStmt, describe bool) err
 		case i >= len(todo):
 		case typ == msgParseComplete:
 			sc.prepared[todo[i].internal] = true
+			delete(sc.late, todo[i].internal)
 		case typ == msgRowDescription || typ == msgNoData:
 			noteShape(sc, todo[i].internal, shapeOf(msg))
 		case typ == msgErrorResponse:
@@ -698,6 +732,7 @@ func (c *client) ensurePrepared(sc *serverConn, ps *prepStmt, unnamed bool, pars
 func (c *client) prepareOn(sc *serverConn, name, sql string, paramTypes []byte, kind stepKind) {
 	c.closeStale(sc)
 	sc.prepared[name] = true
+	delete(sc.late, name)
 	delete(sc.shapes, name) // known again only if described (see checkShapes)
 	c.write(sc, encodeParse(c.out[:0], name, sql, paramTypes))
 	c.steps = append(c.steps, step{kind: kind, name: name})

@@ -744,6 +744,14 @@ func TestSessionModeStatementsAreTheClients(t *testing.T) {
 	if err := pgtest.WaitReplayed(ctx, e.replica, pgtest.CurrentLSN(t, e.primary)); err != nil {
 		t.Fatal(err)
 	}
+	// A read that opens the session's replica connection finds the statement there, as directly
+	// (pg_prepared_statements of database/sql's pool in pgx's stdlib suite), and the statement,
+	// prepared there only now, still answers as the client's.
+	var n int
+	if err := c2.QueryRow(ctx, "SELECT count(*) FROM pg_prepared_statements WHERE name = 'early' /* meridian:replica */",
+		pgx.QueryExecModeSimpleProtocol).Scan(&n); err != nil || n != 1 {
+		t.Fatalf("pg_prepared_statements on the session's new replica connection: %d statements named early (%v), want 1", n, err)
+	}
 	res := c2.PgConn().ExecPrepared(ctx, "early", nil, nil, nil).Read()
 	var pe *pgconn.PgError
 	if !errors.As(res.Err, &pe) || pe.Code != "0A000" {

@@ -33,6 +33,7 @@ type serverConn struct {
 	prepared map[string]bool   // internal statement names prepared on this connection
 	stale    []string          // statements to close before the next use (see markStale)
 	ahead    map[string]bool   // session mode: statements to prepare before the next use (see prepareAhead)
+	late     map[string]bool   // session mode: statements prepared when the connection joined the session (see prepareJoined)
 	shapes   map[string]string // transaction mode: the result shape of prepared statements, when known (see checkShapes)
 	gen      uint64            // the pool's generation when it was dialed (RECONNECT bumps it)
 	stateKey uint64            // the client session state (SETs) currently applied; 0 = server defaults

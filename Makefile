@@ -47,9 +47,9 @@ staticcheck:
 lint: fmt-check vet staticcheck
 
 ## test: everything CI checks: lint, the suite as an unprivileged user and as the caller (with the race
-## detector), the end-to-end lab test, then that no test server outlived the tests. `make compat` is
-## not in it: in session mode some pgx tests still hang now and then (issue 13; docs/testing.md)
-test: deps lint test-nonroot test-go e2e check-leaks
+## detector), the end-to-end lab test, outside evidence (make compat), then that no test server
+## outlived the tests
+test: deps lint test-nonroot test-go e2e compat check-leaks
 
 ## e2e: drive the real binary: lab up → load → latency → partition → heal → down (about a minute)
 e2e:

@@ -929,6 +929,26 @@ func (c *client) heldOnReplica(res classify.Result) *pgError {
 		Hint:    "Take the lock in the transaction's first statement, or begin it with BEGIN READ ONLY /* meridian:primary */."}
 }
 
+// failHeld fails the server's transaction on the held connection, as the statement the proxy refused
+// (see heldOnReplica) would have failed it directly: what the client sends next in the transaction is
+// refused by the server (25P02) and its COMMIT answers ROLLBACK. A Describe of a portal that does not
+// exist, named after the reason (the server's log shows it), fails it without running anything; its
+// answer is swallowed.
+func (c *client) failHeld(why string) error {
+	sc := c.cur
+	_ = sc.send(encodeNamed(c.out[:0], msgDescribe, 'P', "meridian: "+why))
+	_ = sc.send(rawSync)
+	if err := sc.wr.Flush(); err != nil {
+		return c.serverLost(sc, err)
+	}
+	for !sc.settled() {
+		if _, _, err := sc.next(); err != nil {
+			return c.serverLost(sc, err)
+		}
+	}
+	return nil
+}
+
 // ---- simple query protocol ----
 
 func (c *client) simpleQuery(msg []byte) error {
@@ -981,6 +1001,9 @@ func (c *client) simpleQuery(msg []byte) error {
 		if c.cur != nil {
 			t = target{node: nodeOf(c), route: "held"}
 			if pe := c.heldOnReplica(res); pe != nil {
+				if err := c.failHeld(pe.Message); err != nil {
+					return c.afterServerError(err)
+				}
 				return c.replyError(pe)
 			}
 		}

@@ -462,7 +462,10 @@ func (c *client) runBatch() error {
 		if c.cur != nil {
 			t = target{node: nodeOf(c), route: "held"}
 			if pe := c.heldOnReplica(res); pe != nil {
-				// Refused without the server, whose transaction stays open for the client's ROLLBACK.
+				// Refused without running it; the server's transaction fails as it would directly.
+				if err := c.failHeld(pe.Message); err != nil {
+					return c.afterServerError(err)
+				}
 				c.p.metrics.errors.WithLabelValues(sqlstateClass(pe.Code)).Inc()
 				out := appendError(c.out[:0], pe)
 				if c.items[len(c.items)-1].typ == msgSync {

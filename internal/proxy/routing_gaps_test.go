@@ -307,6 +307,35 @@ func TestPrimaryOnlyInReadOnlyTransactions(t *testing.T) {
 		if err := simple(ctx, conn, "ROLLBACK"); err != nil {
 			t.Fatal(err)
 		}
+		// The refusal fails the transaction as an error does directly: what follows is refused
+		// (25P02) and COMMIT answers ROLLBACK — in both protocols.
+		for _, extended := range []bool{false, true} {
+			if err := simple(ctx, conn, "BEGIN READ ONLY"); err != nil {
+				t.Fatal(err)
+			}
+			run := func(sql string) *pgconn.Result {
+				if extended {
+					return conn.PgConn().ExecParams(ctx, sql, nil, nil, nil, nil).Read()
+				}
+				res, err := conn.PgConn().Exec(ctx, sql).ReadAll()
+				if err != nil {
+					return &pgconn.Result{Err: err}
+				}
+				return res[0]
+			}
+			if r := run("SELECT 1"); r.Err != nil {
+				t.Fatal(r.Err)
+			}
+			if r := run("SELECT pg_advisory_xact_lock(4444)"); sqlstate(r.Err) != "25006" {
+				t.Fatalf("extended %v: advisory lock on the replica: %v, want 25006", extended, r.Err)
+			}
+			if r := run("SELECT 1"); sqlstate(r.Err) != "25P02" {
+				t.Fatalf("extended %v: a statement after the refusal: %v, want 25P02 as directly", extended, r.Err)
+			}
+			if r := run("COMMIT"); r.Err != nil || r.CommandTag.String() != "ROLLBACK" {
+				t.Fatalf("extended %v: COMMIT after the refusal: %q, %v; want ROLLBACK as directly", extended, r.CommandTag, r.Err)
+			}
+		}
 		if r, err := onReplica(ctx, conn, "SELECT pg_is_in_recovery()"); err != nil || !r {
 			t.Fatalf("after ROLLBACK: replica %v, err %v", r, err)
 		}

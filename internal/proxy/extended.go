@@ -566,8 +566,7 @@ func (c *client) writeItems(sc *serverConn, retryable, again bool) {
 				c.noteCatalog(it.sql)
 			}
 			if _, dup := c.stmts[it.name]; dup {
-				c.steps = append(c.steps, step{kind: stepSynthError, err: newError(codeDuplicatePrepared,
-					"prepared statement \"%s\" already exists", it.name)})
+				c.refuse(sc, newError(codeDuplicatePrepared, "prepared statement \"%s\" already exists", it.name))
 				skipping = true
 				continue
 			}
@@ -602,12 +601,12 @@ func (c *client) writeItems(sc *serverConn, retryable, again bool) {
 		case msgBind:
 			ps := c.lookupStmt(it.name)
 			if ps == nil || sc == nil {
-				skipping = c.undefinedStatement(it.name)
+				skipping = c.undefinedStatement(sc, it.name)
 				continue
 			}
 			named := it.name != "" || ps.auto // runs under ps.internal on the server
 			if it.name != "" && !ps.auto && c.sharesStatements() && c.refusedNow(sc, ps) {
-				c.steps = append(c.steps, step{kind: stepSynthError, err: errStalePlan()})
+				c.refuse(sc, errStalePlan())
 				skipping = true
 				continue
 			}
@@ -645,7 +644,7 @@ func (c *client) writeItems(sc *serverConn, retryable, again bool) {
 			if it.kind == 'S' {
 				ps := c.lookupStmt(it.name)
 				if ps == nil || sc == nil {
-					skipping = c.undefinedStatement(it.name)
+					skipping = c.undefinedStatement(sc, it.name)
 					continue
 				}
 				c.ensurePrepared(sc, ps, it.name == "" && !ps.auto, &parsedUnnamed)
@@ -743,10 +742,23 @@ func (c *client) prepareOn(sc *serverConn, name, sql string, paramTypes []byte, 
 
 // undefinedStatement answers a reference to an unknown prepared statement with PostgreSQL's error;
 // the rest of the batch up to Sync is then skipped (it returns true for the caller's skip flag).
-func (c *client) undefinedStatement(name string) bool {
-	c.steps = append(c.steps, step{kind: stepSynthError, err: newError(codeUndefinedPrepared,
-		"prepared statement \"%s\" does not exist", name)})
+func (c *client) undefinedStatement(sc *serverConn, name string) bool {
+	c.refuse(sc, newError(codeUndefinedPrepared, "prepared statement \"%s\" does not exist", name))
 	return true
+}
+
+// refuse answers a client's message with pe, PostgreSQL's error for it, without running the message.
+// When the batch has a server connection, the server is made to fail at the same point (a Describe of
+// a portal that does not exist, named after the error, which its log then shows), so that it skips to
+// the Sync as it does after an error directly: the batch's earlier statements roll back with its
+// implicit transaction, a transaction block fails (what follows gets 25P02, COMMIT answers ROLLBACK).
+func (c *client) refuse(sc *serverConn, pe *pgError) {
+	st := step{kind: stepSynthError, err: pe}
+	if sc != nil {
+		c.write(sc, encodeNamed(c.out[:0], msgDescribe, 'P', "meridian: "+pe.Message))
+		st.fail = true
+	}
+	c.steps = append(c.steps, st)
 }
 
 // localBatch answers a batch that needed no server (only Close/Sync, or statements refused).

@@ -839,3 +839,63 @@ func TestCancelWhenFull(t *testing.T) {
 		t.Fatalf("the running query ended with %v, want 57014 (canceled)", err)
 	}
 }
+
+// An error the proxy gives for a message without running it (a statement the client never prepared,
+// one prepared twice, a stale plan, an advisory lock on a replica) fails the server where it stands,
+// as the error would directly: the batch's earlier INSERT rolls back with the implicit transaction,
+// and in a transaction block what follows gets 25P02 and COMMIT answers ROLLBACK. Before, the server
+// went on: the INSERT committed, and the client's COMMIT committed the transaction.
+func TestRefusalFailsTheServerToo(t *testing.T) {
+	for _, mode := range []proxy.PoolMode{proxy.PoolTransaction, proxy.PoolSession} {
+		t.Run(string(mode), func(t *testing.T) {
+			e := newEnv(t, envOptions{configure: func(c *proxy.Config) { c.PoolMode = mode }})
+			ctx := pgtest.Context(t, time.Minute)
+			pgtest.Exec(t, e.primary, "CREATE TABLE rf (a int)")
+			admin := pgtest.Conn(t, e.primary)
+			ep := e.primary.Endpoint()
+			for _, target := range []struct{ name, url string }{
+				{"direct", fmt.Sprintf("host=%s port=%d user=postgres dbname=postgres sslmode=disable", ep.Host, ep.Port)},
+				{"proxy", e.connString()},
+			} {
+				pc, err := pgconn.Connect(ctx, target.url)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer pc.Close(context.Background())
+				if _, err := admin.Exec(ctx, "TRUNCATE rf"); err != nil {
+					t.Fatal(err)
+				}
+				b := &pgconn.Batch{}
+				b.ExecParams("INSERT INTO rf VALUES (1)", nil, nil, nil, nil)
+				b.ExecPrepared("nosuch", nil, nil, nil)
+				_, err = pc.ExecBatch(ctx, b).ReadAll()
+				if sqlstate(err) != "26000" {
+					t.Fatalf("%s: batch with an unknown statement: %v, want 26000", target.name, err)
+				}
+				var n int
+				if err := admin.QueryRow(ctx, "SELECT count(*) FROM rf").Scan(&n); err != nil || n != 0 {
+					t.Fatalf("%s: the batch's INSERT before the error: %d rows (%v), want 0 (rolled back)", target.name, n, err)
+				}
+
+				if _, err := pc.Exec(ctx, "BEGIN; INSERT INTO rf VALUES (2)").ReadAll(); err != nil {
+					t.Fatal(err)
+				}
+				b = &pgconn.Batch{}
+				b.ExecPrepared("nosuch", nil, nil, nil)
+				if _, err := pc.ExecBatch(ctx, b).ReadAll(); sqlstate(err) != "26000" {
+					t.Fatalf("%s: unknown statement in a transaction: %v, want 26000", target.name, err)
+				}
+				if _, err := pc.Exec(ctx, "SELECT 1").ReadAll(); sqlstate(err) != "25P02" {
+					t.Fatalf("%s: a statement after the error: %v, want 25P02", target.name, err)
+				}
+				res, err := pc.Exec(ctx, "COMMIT").ReadAll()
+				if err != nil || len(res) != 1 || res[0].CommandTag.String() != "ROLLBACK" {
+					t.Fatalf("%s: COMMIT after the error: %v, want ROLLBACK", target.name, err)
+				}
+				if err := admin.QueryRow(ctx, "SELECT count(*) FROM rf").Scan(&n); err != nil || n != 0 {
+					t.Fatalf("%s: the failed transaction's INSERT: %d rows (%v), want 0", target.name, n, err)
+				}
+			}
+		})
+	}
+}

@@ -43,6 +43,7 @@ type step struct {
 	name  string    // stepParse/stepSwallowParse: internal statement name being prepared; Bind, Close: its statement
 	err   *pgError  // stepSynthError
 	retry bool      // stepSwallowBind: a stale plan is prepared again and the query run again (see writeAuto)
+	fail  bool      // stepSynthError: the server was made to fail at this point too (see refuse)
 	ps    *prepStmt // stepShape: the client's statement; stepBind: the client's statement in transaction mode
 }
 
@@ -125,6 +126,13 @@ func (c *client) relay(sc *serverConn) (relayResult, error) {
 			if c.writeSynth(st) {
 				res.failed = true
 				skipToSync = true
+			}
+			if st.fail {
+				failed, err := c.swallowFailure(sc)
+				if err != nil {
+					return res, err
+				}
+				srvSkip = failed
 			}
 			i++
 			continue
@@ -353,6 +361,26 @@ func parseLSNRow(msg []byte) topology.LSN {
 		return 0
 	}
 	return lsn
+}
+
+// swallowFailure reads the server's answer to the Describe that refuse wrote: the ErrorResponse after
+// which the server skips to Sync (it reports true), or — should a client have opened a portal of that
+// name — its description. Asynchronous messages are relayed.
+func (c *client) swallowFailure(sc *serverConn) (bool, error) {
+	for {
+		typ, msg, err := sc.next()
+		if err != nil {
+			return false, c.serverLost(sc, err)
+		}
+		switch typ {
+		case msgNotice, msgNotification, msgParamStatus:
+			_, _ = c.wr.Write(msg)
+		case msgErrorResponse:
+			return true, nil
+		case msgRowDescription, msgNoData:
+			return false, nil
+		}
+	}
 }
 
 // writeSynth answers a step the proxy handles without the server; it reports whether that answer was

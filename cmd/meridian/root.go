@@ -18,13 +18,16 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 		Long: "Meridian runs one application in several regions on PostgreSQL: each region reads from its own\n" +
 			"replica, writes go to the single global primary, and when a region fails the primary and the\n" +
 			"traffic move by themselves.",
+		Args:          cobra.ArbitraryArgs, // groupRunE refuses an unknown command
+		RunE:          groupRunE,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newVersionCmd(), newProxyCmd(), newLabCmd())
+	root.SetFlagErrorFunc(flagError)
+	root.AddCommand(newVersionCmd(), newProxyCmd(), newLabCmd(progName()))
+	usageArgs(root)
 	return root
 }
 
@@ -33,7 +36,7 @@ func newVersionCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "version",
 		Short: "Print the version and commit of this binary",
-		Args:  cobra.NoArgs,
+		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			info := buildinfo.Get()
 			if asJSON {

@@ -57,6 +57,8 @@ func TestCommandLineMistakes(t *testing.T) {
 			want: []string{`meridian lab: unknown command "statuss" (did you mean status?); the commands are down, heal, latency, load, partition, psql, read-your-writes, status, up`, "usage: meridian lab COMMAND"}},
 		{name: "unknown top-level command", args: []string{"lba"},
 			want: []string{`meridian: unknown command "lba" (did you mean lab?); the commands are`, "usage: meridian COMMAND"}},
+		{name: "argument to a command with subcommands", args: []string{"proxy", "extra"},
+			want: []string{`meridian proxy: unknown command "extra" for "meridian proxy"`, "usage: meridian proxy --config FILE [flags]"}},
 		{name: "argument to a command that takes none", args: []string{"version", "extra"},
 			want: []string{`meridian version: unexpected argument "extra": meridian version takes none`}},
 		{name: "unknown flag", args: []string{"version", "--no-such-flag"},

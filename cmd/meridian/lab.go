@@ -76,15 +76,13 @@ func (c *labCLI) dial(cmd *cobra.Command) (*lab.Client, error) {
 
 func newLabCmd(prog string) *cobra.Command {
 	c := &labCLI{prog: prog}
-	cmd := &cobra.Command{
+	cmd := asGroup(&cobra.Command{
 		Use:   "lab",
 		Short: "Run the whole multi-region system on this machine, with emulated WAN links",
 		Long: "meridian lab builds three regions on one machine — a PostgreSQL server and a proxy in each, the primary\n" +
 			"in one, streaming replicas elsewhere — with every cross-region connection going through a WAN link\n" +
 			"with real-sized round-trip times. Start with: meridian lab up",
-		Args: cobra.ArbitraryArgs, // groupRunE refuses an unknown command
-		RunE: groupRunE,
-	}
+	})
 	cmd.PersistentFlags().StringVar(&c.dir, "dir", lab.DefaultDir(), "the lab's directory")
 	cmd.AddCommand(c.upCmd(), c.statusCmd(), c.loadCmd(), c.rywCmd(), c.latencyCmd(), c.partitionCmd(), c.healCmd(),
 		c.psqlCmd(), c.downCmd())

@@ -12,17 +12,15 @@ import (
 
 // newRootCmd builds the command tree. Only subcommands that work are registered.
 func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
-	root := &cobra.Command{
+	root := asGroup(&cobra.Command{
 		Use:   "meridian",
 		Short: "Read local, write global: multi-region PostgreSQL with automatic failover",
 		Long: "Meridian runs one application in several regions on PostgreSQL: each region reads from its own\n" +
 			"replica, writes go to the single global primary, and when a region fails the primary and the\n" +
 			"traffic move by themselves.",
-		Args:          cobra.ArbitraryArgs, // groupRunE refuses an unknown command
-		RunE:          groupRunE,
 		SilenceUsage:  true,
 		SilenceErrors: true,
-	}
+	})
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.SetFlagErrorFunc(flagError)

@@ -72,15 +72,28 @@ func errorCode(err error) string {
 
 // usageLine is the command's synopsis: "meridian lab COMMAND" for a command that groups others.
 func usageLine(cmd *cobra.Command) string {
-	if cmd.HasAvailableSubCommands() {
+	if cmd.Annotations[groupAnnotation] != "" {
 		return cmd.CommandPath() + " COMMAND"
 	}
 	return cmd.UseLine()
 }
 
-// groupRunE is the RunE of a command that only groups subcommands. Alone it prints its help; with an
-// argument, which names no subcommand (cobra would have run it), it is a usage error — without it,
+// groupAnnotation marks the commands asGroup made.
+const groupAnnotation = "meridian_group"
+
+// asGroup makes cmd a command that only groups subcommands. Alone it prints its help; with an
+// argument, which names no subcommand (cobra would have run it), it is a usage error. Without this,
 // cobra prints the help and exits 0 below the top level.
+func asGroup(cmd *cobra.Command) *cobra.Command {
+	cmd.Args = cobra.ArbitraryArgs // groupRunE refuses an unknown command
+	cmd.RunE = groupRunE
+	if cmd.Annotations == nil {
+		cmd.Annotations = map[string]string{}
+	}
+	cmd.Annotations[groupAnnotation] = "true"
+	return cmd
+}
+
 func groupRunE(cmd *cobra.Command, args []string) error {
 	if len(args) == 0 {
 		return cmd.Help()

@@ -155,8 +155,14 @@ func TestLabEndToEnd(t *testing.T) {
 		if r.SawWrite != 1 {
 			t.Errorf("read-your-writes %s: %.1f %% of session reads saw the write just made, want 100 %%", r.Region, 100*r.SawWrite)
 		}
-		if r.Region != "us-east-1" && r.OnReplica < 0.9 {
-			t.Errorf("read-your-writes %s: %.1f %% of session reads served by the local replica, want ≥ 90 %%", r.Region, 100*r.OnReplica)
+		if r.Region == "us-east-1" {
+			if r.OnReplica != nil {
+				t.Errorf("read-your-writes %s: on_replica = %v, want null (the primary's region has no replica)", r.Region, *r.OnReplica)
+			}
+		} else if r.OnReplica == nil {
+			t.Errorf("read-your-writes %s: on_replica is null in a replica's region", r.Region)
+		} else if *r.OnReplica < 0.9 {
+			t.Errorf("read-your-writes %s: %.1f %% of session reads served by the local replica, want ≥ 90 %%", r.Region, 100**r.OnReplica)
 		}
 	}
 

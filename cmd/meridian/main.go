@@ -5,8 +5,7 @@ package main
 
 import (
 	"context"
-	"errors"
-	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"syscall"
@@ -14,26 +13,19 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := newRootCmd(os.Stdout, os.Stderr).ExecuteContext(ctx)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "meridian:", err)
-	}
-	os.Exit(exitCode(err))
+	os.Exit(code)
 }
 
-// usageError marks mistakes in the command line (exit status 2, as for flag parsing errors).
-type usageError struct{ err error }
-
-func (e usageError) Error() string { return e.err.Error() }
-func (e usageError) Unwrap() error { return e.err }
-
-func exitCode(err error) int {
-	if err == nil {
-		return 0
+// run executes the command line args, reports an error (see usage.go) and returns the exit status:
+// 0, 1 for a failure, 2 for a mistake in the command line.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	root := newRootCmd(stdout, stderr)
+	root.SetArgs(append([]string{}, args...)) // never nil: cobra would read os.Args
+	cmd, err := root.ExecuteContextC(ctx)
+	if err != nil {
+		reportError(stdout, stderr, cmd, err)
 	}
-	if errors.As(err, new(usageError)) {
-		return 2
-	}
-	return 1
+	return exitCode(err)
 }

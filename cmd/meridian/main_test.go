@@ -34,12 +34,8 @@ func TestVersion(t *testing.T) {
 }
 
 func TestUsageErrorsExitTwo(t *testing.T) {
-	var out bytes.Buffer
-	cmd := newRootCmd(&out, &out)
-	cmd.SetArgs([]string{"version", "--no-such-flag"})
-	err := cmd.Execute()
-	if code := exitCode(err); code != 2 {
-		t.Fatalf("unknown flag: exit code %d (err %v), want 2", code, err)
+	if r := runCLI(t, "version", "--no-such-flag"); r.code != 2 {
+		t.Fatalf("unknown flag: %+v, want exit status 2", r)
 	}
 	if exitCode(nil) != 0 {
 		t.Fatal("success must exit 0")

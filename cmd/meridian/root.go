@@ -12,7 +12,7 @@ import (
 
 // newRootCmd builds the command tree. Only subcommands that work are registered.
 func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
-	root := &cobra.Command{
+	root := asGroup(&cobra.Command{
 		Use:   "meridian",
 		Short: "Read local, write global: multi-region PostgreSQL with automatic failover",
 		Long: "Meridian runs one application in several regions on PostgreSQL: each region reads from its own\n" +
@@ -20,11 +20,12 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 			"traffic move by themselves.",
 		SilenceUsage:  true,
 		SilenceErrors: true,
-	}
+	})
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newVersionCmd(), newProxyCmd(), newLabCmd())
+	root.SetFlagErrorFunc(flagError)
+	root.AddCommand(newVersionCmd(), newProxyCmd(), newLabCmd(progName()))
+	usageArgs(root)
 	return root
 }
 
@@ -33,7 +34,7 @@ func newVersionCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "version",
 		Short: "Print the version and commit of this binary",
-		Args:  cobra.NoArgs,
+		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			info := buildinfo.Get()
 			if asJSON {

@@ -30,6 +30,8 @@ type State struct {
 	Started time.Time     `json:"started"`
 	Primary string        `json:"primary_region"`
 	Regions []RegionState `json:"regions"`
+	// AdminPassword opens the proxies' admin console (database meridian) to AdminUser.
+	AdminPassword string `json:"admin_password"`
 }
 
 // RegionState is where a region's pieces listen.
@@ -72,7 +74,7 @@ func (s State) Region(name string) (RegionState, error) {
 	for i, r := range s.Regions {
 		names[i] = r.Name
 	}
-	return RegionState{}, fmt.Errorf("unknown region %q (regions: %v)", name, names)
+	return RegionState{}, unknownRegion(name, names)
 }
 
 // Serve starts the control endpoint on a loopback port and writes lab.json. down is called (once, in
@@ -86,7 +88,7 @@ func (l *Lab) Serve(down func()) (stop func(), err error) {
 	tok := make([]byte, 16)
 	_, _ = rand.Read(tok)
 	st := State{PID: os.Getpid(), Control: ln.Addr().String(), Token: hex.EncodeToString(tok), Dir: l.cfg.Dir,
-		Started: l.started, Primary: l.regions[l.primary].name}
+		Started: l.started, Primary: l.regions[l.primary].name, AdminPassword: l.adminPassword}
 	for _, r := range l.regions {
 		st.Regions = append(st.Regions, RegionState{Name: r.name, Address: r.addr,
 			Postgres: r.endpoint().String(), Proxy: net.JoinHostPort(r.addr, strconv.Itoa(ProxyPort)),

@@ -2,6 +2,7 @@ package lab
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -10,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -18,6 +20,7 @@ import (
 
 	"github.com/meridiandb/meridian/internal/pgnode"
 	"github.com/meridiandb/meridian/internal/proxy"
+	"github.com/meridiandb/meridian/internal/scram"
 	"github.com/meridiandb/meridian/internal/topology"
 	"github.com/meridiandb/meridian/internal/wan"
 )
@@ -40,7 +43,10 @@ type Lab struct {
 	mu          sync.Mutex // guards links, rtt, partitioned
 	links       map[[2]int]*wan.Link
 	rtt         map[[2]int]time.Duration // by unordered pair (low index first)
-	partitioned map[int]bool
+	partitioned map[int]time.Time        // region index → when it was cut off
+
+	// adminPassword opens the proxies' admin console to AdminUser (in lab.json for `lab psql`).
+	adminPassword string
 
 	sampler *sampler
 	started time.Time
@@ -66,7 +72,7 @@ func Start(ctx context.Context, cfg Config) (l *Lab, err error) {
 	}
 	cfg = cfg.withDefaults()
 	l = &Lab{cfg: cfg, log: cfg.Logger, links: map[[2]int]*wan.Link{}, rtt: map[[2]int]time.Duration{},
-		partitioned: map[int]bool{}, started: time.Now()}
+		partitioned: map[int]time.Time{}, started: time.Now(), adminPassword: rand.Text()}
 	for i, name := range cfg.Regions {
 		l.regions = append(l.regions, &region{index: i, name: name, addr: regionAddress(cfg.FirstAddress, i)})
 		if name == cfg.Primary {
@@ -273,6 +279,13 @@ func pair(a, b int) [2]int {
 	return [2]int{a, b}
 }
 
+// AdminUser is the user that may open the lab's proxies' admin console (database meridian), with the
+// password the lab generates (State.AdminPassword; `meridian lab psql REGION -d meridian` uses it).
+const AdminUser = "postgres"
+
+// authFile is region r's proxy's auth file: AdminUser's SCRAM verifier.
+func (l *Lab) authFile(r *region) string { return filepath.Join(l.cfg.Dir, r.name, "proxy-users.txt") }
+
 // proxyConfig is region r's proxy: its own server directly, every other through r's WAN link to it.
 func (l *Lab) proxyConfig(r *region) proxy.Config {
 	cfg := proxy.DefaultConfig()
@@ -283,10 +296,15 @@ func (l *Lab) proxyConfig(r *region) proxy.Config {
 	// (pgnode's default): its proxies trust loopback clients explicitly, so that `meridian lab psql`
 	// and `lab load` need no password. The proxy's own default is SCRAM for everyone; never copy this
 	// rule to a proxy that other processes or machines can reach.
+	// The admin console never accepts trust (its trust rules are skipped), so AdminUser logs in to it
+	// with SCRAM and the lab's generated password, whose verifier is in the region's auth file.
 	cfg.Auth.Rules = []proxy.AuthRule{
 		{Address: "127.0.0.0/8", Method: proxy.AuthTrust},
 		{Address: "::1/128", Method: proxy.AuthTrust},
+		{Database: []string{proxy.AdminDatabase}, User: []string{AdminUser}, Method: proxy.AuthSCRAM},
 	}
+	cfg.Auth.File = l.authFile(r)
+	cfg.AdminUsers = []string{AdminUser}
 	cfg.PoolSize = 20
 	cfg.MaxClientConn = 2000
 	// Notice a cut-off primary within about two seconds, so writes fail fast and clearly.
@@ -302,7 +320,14 @@ func (l *Lab) proxyConfig(r *region) proxy.Config {
 }
 
 func (l *Lab) startProxies(ctx context.Context) error {
+	v, err := scram.NewVerifier(l.adminPassword, scram.DefaultIterations)
+	if err != nil {
+		return err
+	}
 	for _, r := range l.regions {
+		if err := proxy.SetAuthFileEntry(l.authFile(r), AdminUser, v.String()); err != nil {
+			return fmt.Errorf("proxy of %s: %w", r.name, err)
+		}
 		cfg := l.proxyConfig(r)
 		if b, err := yaml.Marshal(cfg); err == nil {
 			// For reference and for running the same proxy by hand (meridian proxy --config).
@@ -360,14 +385,28 @@ func (l *Lab) Close() {
 	}
 }
 
+// RemoveData removes what the lab wrote into its directory except the supervisor's log: each region's
+// folder (the server's data and log, the proxy's configuration). Call it after Close.
+func (l *Lab) RemoveData() error {
+	var errs []error
+	for _, r := range l.regions {
+		if r.node != nil && r.node.Running() {
+			errs = append(errs, fmt.Errorf("the server of %s is still running", r.name))
+			continue
+		}
+		errs = append(errs, os.RemoveAll(filepath.Join(l.cfg.Dir, r.name)))
+	}
+	return errors.Join(errs...)
+}
+
 // SetRTT changes the round-trip time between two regions, in both directions, at once.
 func (l *Lab) SetRTT(a, b string, rtt time.Duration) error {
 	i, j := l.regionIndex(a), l.regionIndex(b)
 	switch {
 	case i < 0:
-		return fmt.Errorf("unknown region %q (regions: %s)", a, l.regionNames())
+		return unknownRegion(a, l.regionNames())
 	case j < 0:
-		return fmt.Errorf("unknown region %q (regions: %s)", b, l.regionNames())
+		return unknownRegion(b, l.regionNames())
 	case i == j:
 		return fmt.Errorf("%s to itself has no WAN link: traffic inside a region is direct", a)
 	case rtt < 0 || rtt > time.Minute:
@@ -387,11 +426,13 @@ func (l *Lab) SetRTT(a, b string, rtt time.Duration) error {
 func (l *Lab) Partition(name string) error {
 	i := l.regionIndex(name)
 	if i < 0 {
-		return fmt.Errorf("unknown region %q (regions: %s)", name, l.regionNames())
+		return unknownRegion(name, l.regionNames())
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.partitioned[i] = true
+	if _, ok := l.partitioned[i]; !ok {
+		l.partitioned[i] = time.Now()
+	}
 	for k, lk := range l.links {
 		if k[0] == i || k[1] == i {
 			lk.Partition()
@@ -406,7 +447,7 @@ func (l *Lab) Heal(name string) error {
 	i := -1
 	if name != "" {
 		if i = l.regionIndex(name); i < 0 {
-			return fmt.Errorf("unknown region %q (regions: %s)", name, l.regionNames())
+			return unknownRegion(name, l.regionNames())
 		}
 	}
 	l.mu.Lock()
@@ -417,7 +458,9 @@ func (l *Lab) Heal(name string) error {
 		delete(l.partitioned, i)
 	}
 	for k, lk := range l.links {
-		if !l.partitioned[k[0]] && !l.partitioned[k[1]] {
+		_, cut0 := l.partitioned[k[0]]
+		_, cut1 := l.partitioned[k[1]]
+		if !cut0 && !cut1 {
 			lk.Heal()
 		}
 	}
@@ -434,15 +477,17 @@ func (l *Lab) regionIndex(name string) int {
 	return -1
 }
 
-func (l *Lab) regionNames() string {
-	s := ""
+func (l *Lab) regionNames() []string {
+	names := make([]string, len(l.regions))
 	for i, r := range l.regions {
-		if i > 0 {
-			s += ", "
-		}
-		s += r.name
+		names[i] = r.name
 	}
-	return s
+	return names
+}
+
+// unknownRegion is the error for a region name that is not the lab's: what was wrong, what is valid.
+func unknownRegion(name string, regions []string) error {
+	return fmt.Errorf("unknown region %q; the lab's regions are %s", name, strings.Join(regions, ", "))
 }
 
 // primaryLSN returns the primary's current WAL position.

@@ -104,13 +104,59 @@ func TestPercentile(t *testing.T) {
 }
 
 func TestLoadConfigValidate(t *testing.T) {
-	if err := (LoadConfig{Workload: Workload{Duration: 20 * time.Second}}).Validate(); err != nil {
-		t.Error(err)
+	valid := LoadConfig{Workload: DefaultWorkload(DefaultRate), WriteRatio: DefaultWriteRatio}
+	for _, tc := range []struct {
+		name   string
+		change func(*LoadConfig)
+		want   string // substring of the error; empty: valid
+	}{
+		{name: "defaults", change: func(*LoadConfig) {}},
+		{name: "unlimited rate", change: func(c *LoadConfig) { c.Rate = -1 }},
+		{name: "write ratio 1.5", change: func(c *LoadConfig) { c.WriteRatio = 1.5 }, want: "--write-ratio"},
+		{name: "no clients", change: func(c *LoadConfig) { c.ClientsPerRegion = 0 }, want: "--clients-per-region: 0 is out of range (1 to 500)"},
+		{name: "negative clients", change: func(c *LoadConfig) { c.ClientsPerRegion = -1 }, want: "--clients-per-region"},
+		{name: "zero duration", change: func(c *LoadConfig) { c.Duration = 0 }, want: "--duration: 0s is out of range (1s to 24h)"},
+		{name: "zero rate", change: func(c *LoadConfig) { c.Rate = 0 }, want: "--rate: 0 is out of range"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := valid
+			tc.change(&c)
+			err := c.Validate()
+			if tc.want == "" {
+				if err != nil {
+					t.Fatalf("Validate: %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Validate: %v, want an error with %q", err, tc.want)
+			}
+		})
 	}
-	if err := (LoadConfig{WriteRatio: 1.5}).Validate(); err == nil || !strings.Contains(err.Error(), "--write-ratio") {
-		t.Errorf("write ratio 1.5: %v", err)
+	if err := (RYWConfig{}).Validate(); err == nil {
+		t.Error("a read-your-writes run with zero duration, clients and rate is valid")
 	}
-	if err := (LoadConfig{Workload: Workload{ClientsPerRegion: -1}}).Validate(); err == nil || !strings.Contains(err.Error(), "--clients-per-region") {
-		t.Errorf("clients -1: %v", err)
+}
+
+func TestLagText(t *testing.T) {
+	zero, twelve := 0.0, 12.4
+	for _, tc := range []struct {
+		name string
+		r    RegionStatus
+		want string
+	}{
+		{"caught up", RegionStatus{Streaming: true, ReplayLagMs: &zero}, "0 ms"},
+		{"behind while streaming", RegionStatus{Streaming: true, ReplayLagMs: &twelve, LagBytes: 2048}, "12 ms, 2.0 KiB"},
+		{"cut off and behind", RegionStatus{Partitioned: true, PartitionedForSec: 12.3, LagBytes: 480},
+			"unknown, growing (cut off 12.3s ago; 480 B behind)"},
+		{"not streaming and behind", RegionStatus{LagBytes: 480}, "unknown, growing (not streaming; 480 B behind)"},
+		{"cut off, nothing written since", RegionStatus{Partitioned: true, PartitionedForSec: 3, ReplayLagMs: &zero},
+			"0 ms (cut off 3s ago)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := tc.r.lagText(); got != tc.want {
+				t.Errorf("lagText = %q, want %q", got, tc.want)
+			}
+		})
 	}
 }

@@ -14,38 +14,39 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// Workload is what every lab workload is told: how long, how many clients, how fast.
+// Workload is what every lab workload is told: how long, how many clients, how fast. Every field must
+// be set: a zero is refused, not replaced by a default (`--duration 0s` must not run for 30 s), so
+// callers start from DefaultWorkload, as the commands' flags do.
 type Workload struct {
-	Duration         time.Duration // default 30s
-	ClientsPerRegion int           // connections per region, each running one thing at a time (default 8)
+	Duration         time.Duration // 1s to 24h
+	ClientsPerRegion int           // connections per region, each running one thing at a time (1 to 500)
 	// Rate is the statements (or pairs) per second each region's clients start together, spread
-	// evenly over them; negative means as fast as they can, 0 the workload's default. The defaults
-	// keep a 2-core machine out of saturation, so that latencies show the network, not a CPU queue.
+	// evenly over them; negative means as fast as they can. The defaults (DefaultRate,
+	// DefaultRYWRate) keep a 2-core machine out of saturation, so that latencies show the network,
+	// not a CPU queue.
 	Rate float64
 }
 
-func (w Workload) withDefaults(rate float64) Workload {
-	if w.Duration == 0 {
-		w.Duration = 30 * time.Second
-	}
-	if w.ClientsPerRegion == 0 {
-		w.ClientsPerRegion = 8
-	}
-	if w.Rate == 0 {
-		w.Rate = rate
-	}
-	return w
+// Defaults of every workload (the rate is the workload's own).
+const (
+	DefaultDuration         = 30 * time.Second
+	DefaultClientsPerRegion = 8
+)
+
+// DefaultWorkload is a workload with the default duration and clients, at rate.
+func DefaultWorkload(rate float64) Workload {
+	return Workload{Duration: DefaultDuration, ClientsPerRegion: DefaultClientsPerRegion, Rate: rate}
 }
 
-// validate checks the common flags; errors name the flag.
+// validate checks the common flags; errors name the flag, the value and what is valid.
 func (w Workload) validate() error {
 	switch {
 	case w.Duration < time.Second || w.Duration > 24*time.Hour:
 		return fmt.Errorf("--duration: %v is out of range (1s to 24h)", w.Duration)
 	case w.ClientsPerRegion < 1 || w.ClientsPerRegion > 500:
 		return fmt.Errorf("--clients-per-region: %d is out of range (1 to 500)", w.ClientsPerRegion)
-	case math.IsNaN(w.Rate) || w.Rate > 1e6:
-		return fmt.Errorf("--rate: %v is out of range (up to 1000000; negative means unlimited)", w.Rate)
+	case math.IsNaN(w.Rate) || w.Rate == 0 || w.Rate > 1e6:
+		return fmt.Errorf("--rate: %v is out of range (above 0 and up to 1000000 per second, or -1 for as fast as the clients can)", w.Rate)
 	}
 	return nil
 }
@@ -53,20 +54,17 @@ func (w Workload) validate() error {
 // LoadConfig describes a mixed workload run through every region's proxy at once.
 type LoadConfig struct {
 	Workload
-	WriteRatio float64 // share of statements that are writes, in [0,1] (default 0.2)
+	WriteRatio float64 // share of statements that are writes, in [0,1] (DefaultWriteRatio)
 }
+
+// DefaultWriteRatio is the share of writes of `lab load`.
+const DefaultWriteRatio = 0.2
 
 // DefaultRate is LoadConfig.Rate's default.
 const DefaultRate = 500
 
-func (c LoadConfig) withDefaults() LoadConfig {
-	c.Workload = c.Workload.withDefaults(DefaultRate)
-	return c
-}
-
 // Validate checks the workload; errors name the flag.
 func (c LoadConfig) Validate() error {
-	c = c.withDefaults()
 	if math.IsNaN(c.WriteRatio) || c.WriteRatio < 0 || c.WriteRatio > 1 {
 		return fmt.Errorf("--write-ratio: %v is out of range (0 to 1)", c.WriteRatio)
 	}
@@ -125,7 +123,6 @@ func Load(ctx context.Context, st State, links []LinkStatus, cfg LoadConfig) (Lo
 	if err := cfg.Validate(); err != nil {
 		return LoadReport{}, err
 	}
-	cfg = cfg.withDefaults()
 	rep := LoadReport{RunInfo: runInfo(cfg.Workload, st.Primary), WriteRatio: cfg.WriteRatio}
 	interval := clientInterval(cfg.Rate, cfg.ClientsPerRegion)
 

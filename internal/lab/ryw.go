@@ -22,13 +22,8 @@ type RYWConfig struct{ Workload }
 // DefaultRYWRate is RYWConfig.Rate's default.
 const DefaultRYWRate = 100
 
-func (c RYWConfig) withDefaults() RYWConfig {
-	c.Workload = c.Workload.withDefaults(DefaultRYWRate)
-	return c
-}
-
 // Validate checks the workload; errors name the flag.
-func (c RYWConfig) Validate() error { return c.withDefaults().validate() }
+func (c RYWConfig) Validate() error { return c.validate() }
 
 // The benchmark's statements: the write, and the read of what it wrote (with the kind of server that
 // answered).
@@ -47,20 +42,22 @@ type RYWReport struct {
 // end through the proxy; the wait is the proxy's own (meridian_proxy_consistency_wait_seconds), for
 // session mode only.
 type RYWRow struct {
-	Region         string   `json:"region"`
-	Mode           string   `json:"mode"`
-	RTTToPrimaryMs float64  `json:"rtt_to_primary_ms"`
-	Pairs          int      `json:"pairs"`
-	WriteP50Ms     float64  `json:"write_p50_ms"`
-	WriteP99Ms     float64  `json:"write_p99_ms"`
-	ReadP50Ms      float64  `json:"read_p50_ms"`
-	ReadP99Ms      float64  `json:"read_p99_ms"`
-	SawWrite       float64  `json:"saw_write"`   // share of reads that found the row just written
-	OnReplica      float64  `json:"on_replica"`  // share of reads a replica answered
-	WaitP50Ms      *float64 `json:"wait_p50_ms"` // session mode
-	WaitP99Ms      *float64 `json:"wait_p99_ms"` // session mode
-	Errors         int      `json:"errors"`
-	FirstError     string   `json:"first_error,omitempty"`
+	Region         string  `json:"region"`
+	Mode           string  `json:"mode"`
+	RTTToPrimaryMs float64 `json:"rtt_to_primary_ms"`
+	Pairs          int     `json:"pairs"`
+	WriteP50Ms     float64 `json:"write_p50_ms"`
+	WriteP99Ms     float64 `json:"write_p99_ms"`
+	ReadP50Ms      float64 `json:"read_p50_ms"`
+	ReadP99Ms      float64 `json:"read_p99_ms"`
+	SawWrite       float64 `json:"saw_write"` // share of reads that found the row just written
+	// OnReplica is the share of reads a replica answered; null in the primary's region, which has no
+	// replica (its reads are served by the primary, locally).
+	OnReplica  *float64 `json:"on_replica"`
+	WaitP50Ms  *float64 `json:"wait_p50_ms"` // session mode
+	WaitP99Ms  *float64 `json:"wait_p99_ms"` // session mode
+	Errors     int      `json:"errors"`
+	FirstError string   `json:"first_error,omitempty"`
 }
 
 // ReadYourWrites runs the benchmark against the lab described by st and links.
@@ -68,7 +65,6 @@ func ReadYourWrites(ctx context.Context, st State, links []LinkStatus, cfg RYWCo
 	if err := cfg.Validate(); err != nil {
 		return RYWReport{}, err
 	}
-	cfg = cfg.withDefaults()
 	rep := RYWReport{RunInfo: runInfo(cfg.Workload, st.Primary)}
 	modes := [2]string{"session", "eventual"}
 	type worker struct {
@@ -181,7 +177,13 @@ func ReadYourWrites(ctx context.Context, st State, links []LinkStatus, cfg RYWCo
 			row.ReadP50Ms, row.ReadP99Ms = ms(percentile(reads, 0.5)), ms(percentile(reads, 0.99))
 			if row.Pairs > 0 {
 				row.SawWrite = float64(saw) / float64(row.Pairs)
-				row.OnReplica = float64(replica) / float64(row.Pairs)
+			}
+			if r.Name != st.Primary {
+				share := 0.0
+				if row.Pairs > 0 {
+					share = float64(replica) / float64(row.Pairs)
+				}
+				row.OnReplica = &share
 			}
 			if name == "session" {
 				// Only session clients wait (eventual reads never do), and this is the only workload.
@@ -247,8 +249,12 @@ func (r RYWReport) Render(w io.Writer) {
 		return fmt.Sprintf("%.2f ms", *v)
 	}
 	for _, g := range r.Rows {
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%.1f ms\t%.1f ms\t%.2f ms\t%.2f ms\t%.1f %%\t%.1f %%\t%s\t%s\t%d\t\n", g.Region, g.Mode, g.Pairs,
-			g.WriteP50Ms, g.WriteP99Ms, g.ReadP50Ms, g.ReadP99Ms, 100*g.SawWrite, 100*g.OnReplica, optMs(g.WaitP50Ms), optMs(g.WaitP99Ms), g.Errors)
+		onReplica := "no replica here" // the primary's region: its reads are served by the primary, locally
+		if g.OnReplica != nil {
+			onReplica = fmt.Sprintf("%.1f %%", 100**g.OnReplica)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%.1f ms\t%.1f ms\t%.2f ms\t%.2f ms\t%.1f %%\t%s\t%s\t%s\t%d\t\n", g.Region, g.Mode, g.Pairs,
+			g.WriteP50Ms, g.WriteP99Ms, g.ReadP50Ms, g.ReadP99Ms, 100*g.SawWrite, onReplica, optMs(g.WaitP50Ms), optMs(g.WaitP99Ms), g.Errors)
 	}
 	tw.Flush()
 	seen := map[string]bool{}

@@ -28,14 +28,24 @@ func CheckFree(dir string, log *slog.Logger) error {
 	return err
 }
 
+// DownReport says what Down found.
+type DownReport struct {
+	// Running: a live supervisor owned the lab and stopped it (it removes the servers' data itself).
+	Running bool
+	// Leftovers is what a supervisor that died, or a lab that failed to start, had left.
+	Leftovers
+}
+
 // Down stops the lab in dir: through its supervisor when it answers, else by cleaning up after a
-// dead one. It returns ErrNoLab (wrapped) when there was nothing to stop.
-func Down(ctx context.Context, dir string, log *slog.Logger) error {
+// dead one. It returns ErrNoLab (wrapped) when there was nothing to stop or remove.
+func Down(ctx context.Context, dir string, log *slog.Logger) (DownReport, error) {
+	var rep DownReport
 	if st, err := ReadState(dir); err == nil && supervisorAlive(st.PID) {
+		rep.Running = true
 		c := &Client{State: st, http: newHTTPClient()}
 		if err := c.Down(ctx); err == nil {
-			_, err := CleanStale(dir, log) // the servers' data and logs; supervisor.log stays
-			return err
+			rep.Leftovers, err = CleanStale(dir, log) // normally nothing: the supervisor removed the data
+			return rep, err
 		} else {
 			log.Warn("the supervisor did not stop the lab; stopping it by signal", "pid", st.PID, "err", err)
 		}
@@ -45,31 +55,46 @@ func Down(ctx context.Context, dir string, log *slog.Logger) error {
 			_ = waitExit(ctx, st.PID, 5*time.Second)
 		}
 	}
-	cleaned, err := CleanStale(dir, log)
+	left, err := CleanStale(dir, log)
+	rep.Leftovers = left
 	if err != nil {
-		return err
+		return rep, err
 	}
-	if !cleaned {
-		return fmt.Errorf("%s: %w", dir, ErrNoLab)
+	if !rep.Running && !left.Any() {
+		return rep, fmt.Errorf("%s: %w", dir, ErrNoLab)
 	}
-	return nil
+	return rep, nil
 }
 
+// Leftovers is what CleanStale found, and stopped or removed, of a lab whose supervisor is gone.
+type Leftovers struct {
+	// State: lab.json was there, so the supervisor died without stopping the lab (killed, or
+	// crashed). A supervisor that stops removes it.
+	State bool
+	// Servers still running that were stopped.
+	Servers int
+	// Data: region folders (the servers' data and logs, the proxies' configuration) were removed.
+	Data bool
+}
+
+// Any reports whether anything was left.
+func (x Leftovers) Any() bool { return x.State || x.Servers > 0 || x.Data }
+
 // CleanStale stops servers a dead supervisor left running in dir and removes the lab's files. It
-// reports whether there was anything to clean. It removes only what a lab creates: lab.json, the
-// supervisor's log and the region folders (those holding a postgres folder).
-func CleanStale(dir string, log *slog.Logger) (bool, error) {
+// reports what it found. It removes only what a lab creates: lab.json and the region folders (those
+// holding a postgres folder); the supervisor's log stays.
+func CleanStale(dir string, log *slog.Logger) (Leftovers, error) {
+	var left Leftovers
 	if st, err := ReadState(dir); err == nil && supervisorAlive(st.PID) {
-		return false, fmt.Errorf("%w in %s (supervisor pid %d)", ErrRunning, dir, st.PID)
+		return left, fmt.Errorf("%w in %s (supervisor pid %d)", ErrRunning, dir, st.PID)
 	}
 	entries, err := os.ReadDir(dir)
 	if errors.Is(err, os.ErrNotExist) {
-		return false, nil
+		return left, nil
 	}
 	if err != nil {
-		return false, err
+		return left, err
 	}
-	cleaned := false
 	for _, e := range entries {
 		pgdir := filepath.Join(dir, e.Name(), "postgres")
 		if !e.IsDir() {
@@ -80,6 +105,7 @@ func CleanStale(dir string, log *slog.Logger) (bool, error) {
 		}
 		if pid := postmasterPID(filepath.Join(pgdir, "data")); pid > 0 {
 			log.Info("stopping a server left behind", "pid", pid, "dir", pgdir)
+			left.Servers++
 			_ = syscall.Kill(pid, syscall.SIGQUIT) // immediate shutdown: the lab is being thrown away
 			if err := waitExit(context.Background(), pid, 10*time.Second); err != nil {
 				_ = syscall.Kill(pid, syscall.SIGKILL)
@@ -87,16 +113,15 @@ func CleanStale(dir string, log *slog.Logger) (bool, error) {
 			}
 		}
 		if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
-			return cleaned, err
+			return left, err
 		}
-		cleaned = true
+		left.Data = true
 	}
-	for _, f := range []string{StateFile, StateFile + ".tmp"} {
-		if err := os.Remove(filepath.Join(dir, f)); err == nil {
-			cleaned = true
-		}
+	if err := os.Remove(filepath.Join(dir, StateFile)); err == nil {
+		left.State = true
 	}
-	return cleaned, nil
+	_ = os.Remove(filepath.Join(dir, StateFile+".tmp"))
+	return left, nil
 }
 
 // postmasterPID returns the pid in a data directory's postmaster.pid when that process is alive and

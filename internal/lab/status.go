@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"strings"
 	"sync"
@@ -22,15 +23,20 @@ type Status struct {
 
 // RegionStatus is one region: its server, its proxy and the proxy's traffic over the last second.
 type RegionStatus struct {
-	Name        string  `json:"name"`
-	Address     string  `json:"address"`
-	Node        string  `json:"node"`
-	Role        string  `json:"role"` // primary, replica, or down
-	Streaming   bool    `json:"streaming"`
-	ReplayLagMs float64 `json:"replay_lag_ms"`
-	LagBytes    int64   `json:"lag_bytes"` // WAL the primary has written that this replica has not replayed
-	Partitioned bool    `json:"partitioned"`
-	Error       string  `json:"error,omitempty"`
+	Name      string `json:"name"`
+	Address   string `json:"address"`
+	Node      string `json:"node"`
+	Role      string `json:"role"` // primary, replica, or down
+	Streaming bool   `json:"streaming"`
+	// ReplayLagMs is how far behind the replica's applied state is in time (0 on the primary), null
+	// when unknown: a replica cut off by a partition, or not streaming, that lacks WAL the primary has
+	// written cannot say how old its state is, and it falls further behind with every write.
+	ReplayLagMs *float64 `json:"replay_lag_ms"`
+	LagBytes    int64    `json:"lag_bytes"` // WAL the primary has written that this replica has not replayed
+	Partitioned bool     `json:"partitioned"`
+	// PartitionedForSec is how long ago `lab partition` cut the region off.
+	PartitionedForSec float64 `json:"partitioned_for_sec,omitempty"`
+	Error             string  `json:"error,omitempty"`
 
 	Proxy   string `json:"proxy"`
 	Metrics string `json:"metrics"`
@@ -122,27 +128,34 @@ func (l *Lab) Status(ctx context.Context) Status {
 		l.sampler.mu.Unlock()
 	}
 	l.mu.Lock()
-	partitioned := make(map[int]bool, len(l.partitioned))
-	for k, v := range l.partitioned {
-		partitioned[k] = v
-	}
+	partitioned := maps.Clone(l.partitioned)
 	for k, d := range l.rtt {
+		_, cut0 := partitioned[k[0]]
+		_, cut1 := partitioned[k[1]]
 		st.Links = append(st.Links, LinkStatus{A: l.regions[k[0]].name, B: l.regions[k[1]].name,
-			RTTMs: ms(d), Partitioned: partitioned[k[0]] || partitioned[k[1]]})
+			RTTMs: ms(d), Partitioned: cut0 || cut1})
 	}
 	l.mu.Unlock()
 	sortLinks(st.Links)
 	for _, r := range l.regions {
-		rs := RegionStatus{Name: r.name, Address: r.addr, Node: r.node.Name(), Role: "down", Partitioned: partitioned[r.index],
+		rs := RegionStatus{Name: r.name, Address: r.addr, Node: r.node.Name(), Role: "down",
 			Proxy: fmt.Sprintf("%s:%d", r.addr, ProxyPort), Metrics: fmt.Sprintf("%s:%d", r.addr, MetricsPort)}
+		if since, ok := partitioned[r.index]; ok {
+			rs.Partitioned = true
+			rs.PartitionedForSec = math.Round(time.Since(since).Seconds()*10) / 10
+		}
 		if ns, err := r.node.Status(ctx); err != nil {
 			rs.Error = err.Error()
 		} else {
 			rs.Role = string(ns.Role)
 			rs.Streaming = ns.Streaming
-			rs.ReplayLagMs = ms(ns.ReplayLag)
 			if ns.Role != "primary" && primaryLSN > ns.Replayed {
 				rs.LagBytes = int64(primaryLSN - ns.Replayed)
+			}
+			// A cut-off replica has replayed all it received, so PostgreSQL reports no lag (pgnode's
+			// ReplayLag is zero then): the lag is unknown as soon as WAL is missing.
+			if lag := ms(ns.ReplayLag); !((rs.Partitioned || !ns.Streaming) && rs.LagBytes > 0) {
+				rs.ReplayLagMs = &lag
 			}
 		}
 		if last != nil && prev != nil && !last[r.index].at.IsZero() && !prev[r.index].at.IsZero() {
@@ -183,13 +196,7 @@ func (s Status) Render(w io.Writer) {
 		}
 		lag := "-"
 		if r.Role == "replica" {
-			lag = fmt.Sprintf("%.0f ms", r.ReplayLagMs)
-			if r.LagBytes > 0 {
-				lag += fmt.Sprintf(", %s", bytesHuman(r.LagBytes))
-			}
-			if !r.Streaming {
-				lag += " (not streaming)"
-			}
+			lag = r.lagText()
 		}
 		share := "-"
 		if r.LocalReadShare != nil {
@@ -208,6 +215,25 @@ func (s Status) Render(w io.Writer) {
 		links = append(links, x)
 	}
 	fmt.Fprintf(w, "WAN: %s\n", strings.Join(links, ", "))
+}
+
+// lagText is a replica's REPLAY LAG cell.
+func (r RegionStatus) lagText() string {
+	why := "not streaming"
+	if r.Partitioned {
+		why = fmt.Sprintf("cut off %s ago", (time.Duration(r.PartitionedForSec*10) * time.Second / 10).String())
+	}
+	if r.ReplayLagMs == nil {
+		return fmt.Sprintf("unknown, growing (%s; %s behind)", why, bytesHuman(r.LagBytes))
+	}
+	lag := fmt.Sprintf("%.0f ms", *r.ReplayLagMs)
+	if r.LagBytes > 0 {
+		lag += ", " + bytesHuman(r.LagBytes)
+	}
+	if r.Partitioned || !r.Streaming {
+		lag += " (" + why + ")"
+	}
+	return lag
 }
 
 func pair2(a, b float64) string {

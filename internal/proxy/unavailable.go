@@ -76,6 +76,32 @@ func (p *Proxy) noServerError(snap *Snapshot) *pgError {
 	return e
 }
 
+// readRefused is the error of a read that needs the primary (its position, or its data when no replica
+// has caught up) while the primary cannot be reached. need says what the read needed and why; the
+// message then says why it cannot be had. Reads that need no primary still work, which the hint says.
+func (p *Proxy) readRefused(snap *Snapshot, need, detail string) *pgError {
+	e := &pgError{Severity: "ERROR", Code: codeCannotConnectNow, Hint: readRefusedHint}
+	why := "no primary is known: the cluster is between primaries or the primary is down"
+	lastErr := p.nodeReport(snap)
+	for _, n := range snap.Nodes {
+		if n.LastSeenPrimary && !n.Up {
+			why = fmt.Sprintf("the primary %s (region %s) does not answer this proxy (region %s)", n.Name, n.Region, p.cfg.Region)
+			lastErr = "last error from the primary: " + n.Err
+			break
+		}
+	}
+	e.Message = need + ", and " + why
+	e.Detail = lastErr
+	if detail != "" {
+		e.Detail = detail + "\n" + lastErr
+	}
+	return e
+}
+
+// readRefusedHint is the hint of a read refused because it needs the primary, which cannot be reached.
+const readRefusedHint = "Reads in eventual consistency are still served by the replicas (SET meridian.consistency = eventual); " +
+	"this read can be served again once the primary answers or another node is promoted."
+
 // nodeList names nodes in a sentence: "node a", "nodes a and b", "nodes a, b and c".
 func nodeList(names []string) string {
 	if len(names) == 1 {

@@ -144,7 +144,7 @@ func (c *labCLI) supervise(ctx context.Context, out io.Writer, cfg lab.Config, f
 		defer f.Close()
 		logw = f
 	}
-	log := slog.New(slog.NewJSONHandler(logw, nil)).With("component", "lab")
+	log := newJSONLogger(logw, slog.LevelInfo).With("component", "lab")
 	cfg.Logger = log
 	if err := lab.CheckFree(cfg.Dir, log); err != nil {
 		return err

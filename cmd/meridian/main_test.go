@@ -111,3 +111,20 @@ func TestProxyPasswd(t *testing.T) {
 		t.Error("proxy passwd with no password on stdin: no error")
 	}
 }
+
+// TestProxyConfigUnknownKey: `meridian proxy` with a misspelt key fails (exit 1) naming the key, its
+// line and the key meant.
+func TestProxyConfigUnknownKey(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "proxy.yaml")
+	if err := os.WriteFile(path, []byte("region: r\nnodes: [{name: a, address: 'h:1', region: r}]\npool_sise: 5\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	cmd := newRootCmd(&out, &out)
+	cmd.SetArgs([]string{"proxy", "--config", path})
+	err := cmd.Execute()
+	const want = "config: line 3: unknown key pool_sise (did you mean pool_size?)"
+	if err == nil || err.Error() != want || exitCode(err) != 1 {
+		t.Fatalf("err = %v (exit %d), want %q (exit 1)", err, exitCode(err), want)
+	}
+}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
@@ -29,7 +28,7 @@ func newProxyCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			log, err := newLogger(logLevel)
+			log, err := newLogger(cmd.ErrOrStderr(), logLevel)
 			if err != nil {
 				return usageError{err}
 			}
@@ -75,13 +74,4 @@ func newProxyCmd() *cobra.Command {
 	cmd.Flags().StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	cmd.AddCommand(newProxyPasswdCmd())
 	return cmd
-}
-
-// newLogger builds the JSON logger every component writes to stderr.
-func newLogger(level string) (*slog.Logger, error) {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("--log-level: %w", err)
-	}
-	return slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: l})), nil
 }

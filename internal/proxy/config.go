@@ -254,57 +254,9 @@ func ParseConfig(b []byte) (Config, error) {
 		*f.dst = strings.TrimRight(string(b), "\r\n")
 	}
 	if err := cfg.Validate(); err != nil {
-		return Config{}, err
+		return Config{}, withLines(b, err)
 	}
 	return cfg, nil
-}
-
-// explainYAMLError rewrites the YAML decoder's "line N: ..." messages so that each names the key at
-// that line (e.g. "poll_interval (line 2): cannot unmarshal ...").
-func explainYAMLError(src []byte, err error) error {
-	var te *yaml.TypeError
-	if !errors.As(err, &te) {
-		return fmt.Errorf("config: %s", strings.TrimPrefix(err.Error(), "yaml: "))
-	}
-	var root yaml.Node
-	_ = yaml.Unmarshal(src, &root)
-	keys := map[int]string{}
-	var walk func(n *yaml.Node, path string)
-	walk = func(n *yaml.Node, path string) {
-		switch n.Kind {
-		case yaml.DocumentNode:
-			for _, c := range n.Content {
-				walk(c, path)
-			}
-		case yaml.MappingNode:
-			for i := 0; i+1 < len(n.Content); i += 2 {
-				k := n.Content[i].Value
-				if path != "" {
-					k = path + "." + k
-				}
-				keys[n.Content[i].Line] = k
-				walk(n.Content[i+1], k)
-			}
-		case yaml.SequenceNode:
-			for i, c := range n.Content {
-				walk(c, fmt.Sprintf("%s[%d]", path, i))
-			}
-		}
-	}
-	walk(&root, "")
-	msgs := make([]string, 0, len(te.Errors))
-	for _, m := range te.Errors {
-		var line int
-		if _, scanErr := fmt.Sscanf(m, "line %d:", &line); scanErr == nil && keys[line] != "" {
-			_, rest, _ := strings.Cut(m, ": ")
-			if strings.Contains(rest, "time.Duration") {
-				rest += " (want a duration such as 500ms, 1s or 10m)"
-			}
-			m = fmt.Sprintf("%s (line %d): %s", keys[line], line, rest)
-		}
-		msgs = append(msgs, "config: "+m)
-	}
-	return errors.New(strings.Join(msgs, "\n"))
 }
 
 // Validate checks the configuration; every error names the key and the rule.

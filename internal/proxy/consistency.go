@@ -153,7 +153,11 @@ func (c *client) readTarget(snap *Snapshot) (target, error) {
 		// it. It becomes the session's commit position, reported as for any write.
 		lsn, err := c.p.global.position(c.p.ctx, snap)
 		if err != nil {
-			return c.p.primaryTarget(snap) // the primary has the rows
+			if t, err := c.p.primaryTarget(snap); err == nil {
+				return t, nil // the primary has the rows
+			}
+			return target{}, c.p.readRefused(snap, "the first read in session consistency after a COPY FROM STDIN "+
+				"needs the primary's current WAL position (to see the copied rows), or the primary", "")
 		}
 		c.copyFloor = false
 		if lsn = floorOf(lsn); lsn > c.commitLSN {
@@ -236,7 +240,31 @@ func (p *Proxy) consistentTarget(snap *Snapshot, rc readCondition, maxWait time.
 		break
 	}
 	p.metrics.observeConsistency(rc.mode, outcomePrimary, time.Since(start))
-	return p.primaryTarget(snap)
+	t, err := p.primaryTarget(snap)
+	if err != nil {
+		return target{}, p.readRefused(snap, rc.need(), fmt.Sprintf("no replica met it within %v (meridian.max_wait)", max(maxWait, 0)))
+	}
+	return t, nil
+}
+
+// need says, for a read refused because neither a replica nor the primary could serve it, what the read
+// needed.
+func (rc readCondition) need() string {
+	var want []string
+	if rc.floor > 0 {
+		switch rc.mode {
+		case consistencySession:
+			want = append(want, fmt.Sprintf("has replayed the session's last commit or meridian.min_lsn (%s)", rc.floor))
+		case consistencyGlobal:
+			want = append(want, fmt.Sprintf("has replayed up to the primary's position when the read started (%s)", rc.floor))
+		default:
+			want = append(want, fmt.Sprintf("has replayed up to meridian.min_lsn (%s)", rc.floor))
+		}
+	}
+	if rc.bound >= 0 {
+		want = append(want, fmt.Sprintf("is at most %v behind (meridian.max_staleness)", rc.bound))
+	}
+	return fmt.Sprintf("a read in %s consistency needs a replica that %s, or the primary", rc.mode, strings.Join(want, " and "))
 }
 
 // replicaWhere returns a healthy replica that also satisfies ok: in this region first (round robin is
@@ -288,9 +316,8 @@ type globalAnswer struct {
 func (g *globalPosition) position(ctx context.Context, snap *Snapshot) (topology.LSN, error) {
 	t, err := g.p.primaryTarget(snap)
 	if err != nil {
-		pe := toPgError(err)
-		pe.Message = "global consistency needs the primary's current WAL position, and " + pe.Message
-		return 0, pe
+		return 0, g.p.readRefused(snap, "a read in global consistency needs the primary's current WAL position "+
+			"(to see everything committed before it started)", "")
 	}
 	ch := make(chan globalAnswer, 1)
 	g.mu.Lock()
@@ -352,7 +379,8 @@ func (g *globalPosition) query(address string) (topology.LSN, error) {
 		}
 		if err != nil {
 			return 0, &pgError{Severity: "ERROR", Code: codeCannotConnectNow,
-				Message: "global consistency needs the primary's current WAL position, and the primary does not answer: " + err.Error()}
+				Message: fmt.Sprintf("a read in global consistency needs the primary's current WAL position, and the primary (%s) does not answer: %v", address, err),
+				Hint:    readRefusedHint}
 		}
 		g.address = address
 	}
@@ -368,7 +396,8 @@ func (g *globalPosition) query(address string) (topology.LSN, error) {
 		g.conn.Close(context.Background())
 		g.conn = nil
 		return 0, &pgError{Severity: "ERROR", Code: codeCannotConnectNow,
-			Message: "global consistency needs the primary's current WAL position, and asking the primary failed: " + err.Error()}
+			Message: fmt.Sprintf("a read in global consistency needs the primary's current WAL position, and asking the primary (%s) failed: %v", address, err),
+			Hint:    readRefusedHint}
 	}
 	return lsn, nil
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/meridiandb/meridian/internal/pgtest"
 	"github.com/meridiandb/meridian/internal/proxy"
@@ -369,4 +370,90 @@ func TestCommitLSNAfterFailedTransaction(t *testing.T) {
 			t.Fatalf("round %d: read after the write: %q on the replica %v (%v)", round, got, onReplica, err)
 		}
 	}
+}
+
+// TestReadRefusedDuringPartition cuts the proxy's region off from the primary's (a WAN partition,
+// which delivers nothing and resets nothing). A global read, which needs the primary's position, and a
+// read whose meridian.min_lsn no replica reaches both fail with 57P03 and a message about the read —
+// what it needed and why it cannot be had — not about writes; an eventual read is served by the local
+// replica meanwhile, and global reads work again once the partition heals.
+func TestReadRefusedDuringPartition(t *testing.T) {
+	e := newEnv(t, envOptions{configure: func(c *proxy.Config) {
+		c.ServerConnectTimeout = time.Second // how long a blackholed poll takes to count as down
+	}})
+	ctx := pgtest.Context(t, 2*time.Minute)
+	conn := e.connect(t)
+	if _, err := conn.Exec(ctx, "SET meridian.consistency = global"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, "SELECT 1"); err != nil {
+		t.Fatalf("a global read before the partition: %v", err)
+	}
+
+	e.toPrimary.Partition()
+	defer e.toPrimary.Heal()
+	// Until discovery marks the primary down, a global read waits server_connect_timeout for its
+	// position and fails with that; then it fails at once, naming the primary.
+	var pe *pgconn.PgError
+	err := pgtest.WaitFor(ctx, 50*time.Millisecond, func(ctx context.Context) (bool, error) {
+		_, err := conn.Exec(ctx, "SELECT 1")
+		if !errors.As(err, &pe) {
+			return false, fmt.Errorf("a global read during the partition: %v, want an error from the proxy", err)
+		}
+		return strings.Contains(pe.Message, "does not answer this proxy"), nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const wantGlobal = "a read in global consistency needs the primary's current WAL position (to see everything committed " +
+		"before it started), and the primary primary (region us-east-1) does not answer this proxy (region us-west-2)"
+	if pe.Code != "57P03" || pe.Message != wantGlobal || !strings.Contains(pe.Detail, "last error from the primary: ") ||
+		!strings.Contains(pe.Hint, "SET meridian.consistency = eventual") {
+		t.Errorf("global read during the partition:\n%s %q\ndetail %q\nhint %q\nwant 57P03 %q", pe.Code, pe.Message, pe.Detail, pe.Hint, wantGlobal)
+	}
+
+	// A read with a position no replica reaches: it would go to the primary after max_wait.
+	for _, set := range []string{"SET meridian.consistency = session", "SET meridian.min_lsn = 'FFFF/0'", "SET meridian.max_wait = '100ms'"} {
+		if _, err := conn.Exec(ctx, set); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err = conn.Exec(ctx, "SELECT 1")
+	const wantFloor = "a read in session consistency needs a replica that has replayed the session's last commit or " +
+		"meridian.min_lsn (FFFF/0), or the primary, and the primary primary (region us-east-1) does not answer this proxy (region us-west-2)"
+	if !errors.As(err, &pe) || pe.Code != "57P03" || pe.Message != wantFloor ||
+		!strings.HasPrefix(pe.Detail, "no replica met it within 100ms (meridian.max_wait)\nlast error from the primary: ") {
+		t.Errorf("read with an unreachable min_lsn during the partition: %v (detail %q), want 57P03 %q", err, detailOf(err), wantFloor)
+	}
+
+	// Eventual reads do not need the primary: the local replica serves them.
+	for _, set := range []string{"SET meridian.consistency = eventual", "SET meridian.min_lsn = default"} {
+		if _, err := conn.Exec(ctx, set); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var node string
+	if err := conn.QueryRow(ctx, "SELECT current_setting('cluster_name')").Scan(&node); err != nil || node != "west" {
+		t.Errorf("eventual read during the partition: %q, %v; want it served by west", node, err)
+	}
+
+	e.toPrimary.Heal()
+	if _, err := conn.Exec(ctx, "SET meridian.consistency = global"); err != nil {
+		t.Fatal(err)
+	}
+	err = pgtest.WaitFor(ctx, 50*time.Millisecond, func(ctx context.Context) (bool, error) {
+		_, err := conn.Exec(ctx, "SELECT 1")
+		return err == nil, err
+	})
+	if err != nil {
+		t.Fatalf("global reads after the partition healed: %v", err)
+	}
+}
+
+func detailOf(err error) string {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return pe.Detail
+	}
+	return ""
 }

@@ -29,6 +29,10 @@ type NodeState struct {
 	RTT             time.Duration
 	Err             string // why it is down
 	CheckedAt       time.Time
+	// DownSince is when the node's current run of failed polls began (zero while it answers or
+	// before its first poll); Failures counts those polls.
+	DownSince time.Time
+	Failures  int
 }
 
 // Snapshot is an immutable view of the cluster at one moment. Routing reads it without locks.
@@ -71,6 +75,10 @@ type poller struct {
 	onRefreshFunctions func(ctx context.Context, primaryAddr string)
 	// onNodeDown is told when a node that answered stops answering.
 	onNodeDown func(node, reason string)
+	// downLogEvery is how often a node that stays down is logged again (downLogInterval; tests
+	// shorten it). logged is when each down node was last logged; only pollOnce uses it.
+	downLogEvery time.Duration
+	logged       map[string]time.Time
 
 	mu      sync.Mutex // guards conns and pending
 	conns   map[string]*pgconn.PgConn
@@ -86,7 +94,8 @@ func (p *poller) setNodes(nodes []NodeConfig) {
 }
 
 func newPoller(cfg Config, log *slog.Logger) *poller {
-	p := &poller{cfg: cfg, log: log, kick: make(chan struct{}, 1), conns: map[string]*pgconn.PgConn{}}
+	p := &poller{cfg: cfg, log: log, kick: make(chan struct{}, 1), conns: map[string]*pgconn.PgConn{},
+		downLogEvery: downLogInterval, logged: map[string]time.Time{}}
 	nodes := make([]NodeState, len(cfg.Nodes))
 	for i, n := range cfg.Nodes {
 		nodes[i] = NodeState{Name: n.Name, Region: n.Region, Address: n.Address, Err: "not polled yet"}
@@ -158,14 +167,13 @@ func (p *poller) pollOnce(ctx context.Context, kicked bool) {
 		// Never two writers: with two servers out of recovery, refuse writes until it is resolved.
 		p.log.Error("several nodes claim to be primary; refusing writes", "nodes", strings.Join(primaries, ","))
 	}
+	for i, n := range next {
+		p.logNode(prev.Nodes[i], n)
+	}
 	if changed(prev, snap) {
 		snap.Version++
 		for i, n := range next {
-			o := prev.Nodes[i]
-			if o.Up != n.Up || o.Primary != n.Primary {
-				p.log.Info("node state changed", "node", n.Name, "up", n.Up, "primary", n.Primary, "err", n.Err)
-			}
-			if o.Up && !n.Up && p.onNodeDown != nil {
+			if prev.Nodes[i].Up && !n.Up && p.onNodeDown != nil {
 				p.onNodeDown(n.Name, n.Err)
 			}
 		}
@@ -195,6 +203,11 @@ func (p *poller) withNodes(prev *Snapshot, nodes []NodeConfig) *Snapshot {
 	if _, ok := next.Node(next.Primary); !ok {
 		next.Primary = ""
 	}
+	for name := range p.logged {
+		if !keep[name] {
+			delete(p.logged, name)
+		}
+	}
 	p.mu.Lock()
 	for name, c := range p.conns {
 		if !keep[name] {
@@ -205,6 +218,37 @@ func (p *poller) withNodes(prev *Snapshot, nodes []NodeConfig) *Snapshot {
 	p.mu.Unlock()
 	p.log.Info("node list changed", "nodes", len(nodes))
 	return next
+}
+
+// downLogInterval is how often a node that stays down is logged again, with its failures since.
+const downLogInterval = time.Minute
+
+// logNode logs what changed about a node between two polls: a node coming up or changing role, the
+// first failed poll of a node (at start, or after it answered), and, at most every downLogEvery, a
+// node that stays down with its latest error and failure count. Nodes start as down, so logging
+// only changes would leave a proxy whose nodes never answer silent.
+func (p *poller) logNode(o, n NodeState) {
+	attrs := []any{"node", n.Name, "region", n.Region, "address", n.Address}
+	switch {
+	case n.Up && (!o.Up || o.Primary != n.Primary):
+		attrs = append(attrs, "primary", n.Primary)
+		if o.Failures > 0 {
+			attrs = append(attrs, "down_for", n.CheckedAt.Sub(o.DownSince).Round(time.Millisecond), "failures", o.Failures)
+		}
+		p.log.Info("node state changed", append(attrs, "up", true)...)
+		delete(p.logged, n.Name)
+	case n.Up:
+	case n.Failures == 1:
+		if o.Up {
+			attrs = append(attrs, "was_primary", o.Primary)
+		}
+		p.log.Warn("node unreachable", append(attrs, "err", n.Err)...)
+		p.logged[n.Name] = n.CheckedAt
+	case n.CheckedAt.Sub(p.logged[n.Name]) >= p.downLogEvery:
+		p.log.Warn("node still unreachable", append(attrs, "err", n.Err, "failures", n.Failures,
+			"down_for", n.CheckedAt.Sub(n.DownSince).Round(time.Millisecond))...)
+		p.logged[n.Name] = n.CheckedAt
+	}
 }
 
 func changed(a, b *Snapshot) bool {
@@ -236,7 +280,7 @@ func (p *poller) check(ctx context.Context, n NodeState) NodeState {
 		return down(n, err)
 	}
 	row := res[0].Rows[0]
-	n.Up, n.Err = true, ""
+	n.Up, n.Err, n.DownSince, n.Failures = true, "", time.Time{}, 0
 	n.Primary = string(row[0]) == "f"
 	n.LastSeenPrimary = n.Primary
 	n.ReplayLSN, _ = topology.ParseLSN(string(row[1]))
@@ -251,6 +295,10 @@ func (p *poller) check(ctx context.Context, n NodeState) NodeState {
 
 func down(n NodeState, err error) NodeState {
 	n.Up, n.Primary, n.Err = false, false, err.Error()
+	if n.Failures == 0 {
+		n.DownSince = n.CheckedAt
+	}
+	n.Failures++
 	return n
 }
 

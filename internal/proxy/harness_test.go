@@ -29,6 +29,9 @@ type env struct {
 	replica *pgnode.Node // us-west-2, local to the proxy
 	proxy   *proxy.Proxy
 	cfg     proxy.Config
+	// toPrimary is the WAN link from us-west-2 to the primary, which both the proxy's connections to
+	// the primary and the replica's replication use: partitioning it cuts the region off.
+	toPrimary *wan.Link
 }
 
 const testRTT = 10 * time.Millisecond
@@ -48,7 +51,8 @@ func newEnv(t *testing.T, o envOptions) *env {
 	}
 	c := pgtest.NewCluster(t, pgtest.Options{Settings: settings})
 	ctx := pgtest.Context(t, time.Minute)
-	toPrimary := newLink(t, "west→east", c.Primary.Endpoint().String())
+	link := startLink(t, "west→east", c.Primary.Endpoint().String())
+	toPrimary := linkEndpoint(link)
 	replica := c.NewNode(t, "west", o.replicaSettings)
 	if err := replica.Clone(ctx, toPrimary); err != nil {
 		t.Fatal(err)
@@ -72,7 +76,7 @@ func newEnv(t *testing.T, o envOptions) *env {
 		o.configure(&cfg)
 	}
 	testAuth(t, &cfg) // in e.cfg too: tests reload it
-	return &env{cluster: c, primary: c.Primary, replica: replica, proxy: startProxy(t, cfg), cfg: cfg}
+	return &env{cluster: c, primary: c.Primary, replica: replica, proxy: startProxy(t, cfg), cfg: cfg, toPrimary: link}
 }
 
 // testAdminPassword is the password of the admin console's users in tests (see testAuth).
@@ -143,14 +147,19 @@ func (e *env) secondProxy(t *testing.T) *env {
 	return &o
 }
 
-// newLink starts a WAN link to target and returns its endpoint.
-func newLink(t *testing.T, name, target string) pgnode.Endpoint {
+// startLink starts a WAN link to target, closed when the test ends.
+func startLink(t *testing.T, name, target string) *wan.Link {
 	t.Helper()
 	l, err := wan.New(wan.Config{Name: name, Listen: "127.0.0.1:0", Target: target, Latency: wan.OneWay(testRTT)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { l.Close() })
+	return l
+}
+
+// linkEndpoint is the address of a link, to connect through it.
+func linkEndpoint(l *wan.Link) pgnode.Endpoint {
 	host, port, _ := net.SplitHostPort(l.Addr())
 	ep := pgnode.Endpoint{Host: host}
 	ep.Port = atoi(port)

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -468,9 +469,17 @@ func (p *Proxy) primaryTarget(snap *Snapshot) (target, error) {
 					Hint:   "reads still work from replicas (possibly stale); writes resume when the primary is reachable again or another node is promoted"}
 			}
 		}
-		return target{}, &pgError{Severity: "ERROR", Code: codeCannotConnectNow,
-			Message: "no primary is available to take writes: the cluster is between primaries or the primary is down",
-			Hint:    "reads still work; retry the write in a few seconds"}
+		for _, n := range snap.Nodes {
+			if n.Up {
+				return target{}, &pgError{Severity: "ERROR", Code: codeCannotConnectNow,
+					Message: "no primary is available to take writes: the cluster is between primaries or the primary is down",
+					Detail:  p.nodeReport(snap),
+					Hint:    "reads still work; retry the write in a few seconds"}
+			}
+		}
+		e := p.noServerError(snap) // no node answers at all: say which and why
+		e.Message = "no primary is available to take writes: " + strings.TrimPrefix(e.Message, "no server is available: ")
+		return target{}, e
 	}
 	n, _ := snap.Node(snap.Primary)
 	return target{node: n, route: routePrimary}, nil
@@ -520,8 +529,7 @@ func (p *Proxy) replicaTarget(snap *Snapshot) (target, error) {
 	}
 	t, err := p.primaryTarget(snap)
 	if err != nil {
-		return target{}, &pgError{Severity: "ERROR", Code: codeCannotConnectNow,
-			Message: "no server is available: every replica and the primary are unreachable"}
+		return target{}, p.noServerError(snap)
 	}
 	return t, nil
 }
@@ -546,12 +554,13 @@ func (p *Proxy) httpHandler() http.Handler {
 		for _, n := range snap.Nodes {
 			reads = reads || n.Up
 		}
+		// The first line is the verdict; one line per node follows (its role, or why it is down).
 		if p.draining.Load() || (p.cfg.Readyz.Primary && snap.Primary == "") || (p.cfg.Readyz.Reads && !reads) {
 			w.WriteHeader(http.StatusServiceUnavailable)
-			fmt.Fprintf(w, "not ready: primary=%q, a node for reads=%v, shutting down=%v\n", snap.Primary, reads, p.draining.Load())
+			fmt.Fprintf(w, "not ready: primary=%q, a node for reads=%v, shutting down=%v\n%s\n", snap.Primary, reads, p.draining.Load(), p.nodeReport(snap))
 			return
 		}
-		fmt.Fprintf(w, "ready: primary %q, a node for reads=%v\n", snap.Primary, reads)
+		fmt.Fprintf(w, "ready: primary %q, a node for reads=%v\n%s\n", snap.Primary, reads, p.nodeReport(snap))
 	})
 	return mux
 }

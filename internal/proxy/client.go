@@ -81,6 +81,11 @@ type client struct {
 	lastRequest atomic.Int64            // start of the last transaction (UnixNano)
 	pinnedShown atomic.Value            // string: the node the client is pinned to
 	killed      atomic.Pointer[pgError] // terminate: the FATAL error the session ends with
+	// canceled takes a CancelRequest that came while the session held no server connection: a
+	// statement waiting in the proxy (for a replica to catch up, a pool connection, RESUME) ends
+	// with 57014 as it would on the server. Emptied when the next statement starts (a cancel of an
+	// idle session does nothing, as PostgreSQL ignores it).
+	canceled chan struct{}
 
 	pools      map[string]*pool       // node → this client's (user, database) pool there, cached
 	held       map[string]*serverConn // session mode and pins: node → connection kept for the session
@@ -129,8 +134,44 @@ func newClient(p *Proxy, conn net.Conn) *client {
 	return &client{ctx: ctx, cancel: cancel, connectedAt: time.Now(), tls: isTLS,
 		p: p, conn: conn, rd: newMsgReader(rawConn, 16<<10, p.cfg.MaxMessageSize), wr: bufio.NewWriterSize(rawConn, 16<<10),
 		log: p.log, routeMode: "auto", stmts: map[string]*prepStmt{}, held: map[string]*serverConn{},
-		pools: map[string]*pool{}, txStatus: 'I',
+		pools: map[string]*pool{}, txStatus: 'I', canceled: make(chan struct{}, 1),
 	}
+}
+
+// errCanceled is PostgreSQL's answer to a canceled statement.
+func errCanceled() *pgError { return newError(codeQueryCanceled, "canceling statement due to user request") }
+
+// forgetCancel drops a cancel request that came while the session was idle.
+func (c *client) forgetCancel() {
+	select {
+	case <-c.canceled:
+	default:
+	}
+}
+
+// cancelable returns a context that ends with ctx or when the client cancels its statement, and
+// reports which through its cause (errCanceled). For the waits that take a context; stop releases it.
+func (c *client) cancelable(ctx context.Context) (context.Context, func()) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	done := make(chan struct{})
+	go func() {
+		select {
+		case <-c.canceled:
+			cancel(errCanceled())
+		case <-done:
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, func() { close(done); cancel(nil) }
+}
+
+// canceledBy returns the client's cancel when it ended ctx, else err.
+func canceledBy(ctx context.Context, err error) error {
+	var pe *pgError
+	if errors.As(context.Cause(ctx), &pe) && pe.Code == codeQueryCanceled {
+		return pe
+	}
+	return err
 }
 
 // setDefaults applies the consistency defaults of the session's user and database.
@@ -284,6 +325,7 @@ func (c *client) loop() error {
 				return err
 			}
 		}
+		c.forgetCancel()
 		switch typ {
 		case msgQuery:
 			err = c.simpleQuery(msg)
@@ -653,10 +695,12 @@ func (c *client) checkoutWait(t target, wait bool) (*serverConn, error) {
 		// PAUSE: new transactions wait, holding no server connection, until RESUME.
 		c.waiting.Store(pl)
 		c.waitSince.Store(time.Now().UnixNano())
-		err := c.p.pauses.wait(c.ctx, c.database)
+		ctx, stop := c.cancelable(c.ctx)
+		err := c.p.pauses.wait(ctx, c.database)
+		stop()
 		c.waiting.Store(nil)
 		if err != nil {
-			return nil, c.ended(err)
+			return nil, c.ended(canceledBy(ctx, err))
 		}
 	}
 	c.lastRequest.Store(time.Now().UnixNano())
@@ -665,16 +709,18 @@ func (c *client) checkoutWait(t target, wait bool) (*serverConn, error) {
 		c.waiting.Store(pl)
 		c.waitSince.Store(time.Now().UnixNano())
 		ctx, cancel := context.WithTimeout(withServerKeys(c.ctx, c.keys), c.p.limits.Load().queryWait+c.p.cfg.ServerConnectTimeout)
+		ctx, stop := c.cancelable(ctx)
 		var err error
 		if wait {
 			sc, err = pl.acquire(ctx)
 		} else {
 			sc, err = pl.acquireNow(ctx)
 		}
+		stop()
 		cancel()
 		c.waiting.Store(nil)
 		if err != nil {
-			return nil, c.ended(err)
+			return nil, c.ended(canceledBy(ctx, err))
 		}
 	}
 	pl.active.Inc()

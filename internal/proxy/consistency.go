@@ -151,7 +151,7 @@ func (c *client) readTarget(snap *Snapshot) (target, error) {
 		// A COPY FROM STDIN committed, and nothing could be pipelined behind it to learn where: the
 		// primary's position now, asked once for this read (and shared with global reads), is past
 		// it. It becomes the session's commit position, reported as for any write.
-		lsn, err := c.p.global.position(c.p.ctx, snap)
+		lsn, err := c.p.global.position(c.p.ctx, c.canceled, snap)
 		if err != nil {
 			if t, err := c.p.primaryTarget(snap); err == nil {
 				return t, nil // the primary has the rows
@@ -167,7 +167,7 @@ func (c *client) readTarget(snap *Snapshot) (target, error) {
 	}
 	rc := c.readCondition()
 	if c.consistency == consistencyGlobal {
-		lsn, err := c.p.global.position(c.p.ctx, snap)
+		lsn, err := c.p.global.position(c.p.ctx, c.canceled, snap)
 		if err != nil {
 			return target{}, err
 		}
@@ -184,7 +184,7 @@ func (c *client) readTarget(snap *Snapshot) (target, error) {
 		}
 		return t, err
 	}
-	return c.p.consistentTarget(snap, rc, c.maxWait)
+	return c.p.consistentTarget(snap, rc, c.maxWait, c.canceled)
 }
 
 // consistentTarget picks a replica that meets rc — in this region first, then the nearest — waiting up
@@ -192,7 +192,7 @@ func (c *client) readTarget(snap *Snapshot) (target, error) {
 // waits on the lag monitor's samples, not by asking the replicas itself: when a read needs a position
 // the last samples do not show, it asks the samplers to hurry (one query per replica however many
 // reads wait).
-func (p *Proxy) consistentTarget(snap *Snapshot, rc readCondition, maxWait time.Duration) (target, error) {
+func (p *Proxy) consistentTarget(snap *Snapshot, rc readCondition, maxWait time.Duration, canceled <-chan struct{}) (target, error) {
 	start := time.Now()
 	fresh := p.cfg.LagSampleInterval*5 + time.Second
 	meets := func(name string) bool {
@@ -234,6 +234,8 @@ func (p *Proxy) consistentTarget(snap *Snapshot, rc readCondition, maxWait time.
 		case <-next:
 			snap = p.disc.Current()
 			continue
+		case <-canceled: // the client canceled its statement (nil: never)
+			return target{}, errCanceled()
 		case <-deadline.C:
 		case <-p.ctx.Done():
 		}
@@ -313,7 +315,7 @@ type globalAnswer struct {
 }
 
 // position returns a WAL position of the primary read after the call began.
-func (g *globalPosition) position(ctx context.Context, snap *Snapshot) (topology.LSN, error) {
+func (g *globalPosition) position(ctx context.Context, canceled <-chan struct{}, snap *Snapshot) (topology.LSN, error) {
 	t, err := g.p.primaryTarget(snap)
 	if err != nil {
 		return 0, g.p.readRefused(snap, "a read in global consistency needs the primary's current WAL position "+
@@ -330,6 +332,8 @@ func (g *globalPosition) position(ctx context.Context, snap *Snapshot) (topology
 	select {
 	case a := <-ch:
 		return a.lsn, a.err
+	case <-canceled: // the client canceled its statement (nil: never); the answer goes unread
+		return 0, errCanceled()
 	case <-ctx.Done():
 		return 0, ctx.Err()
 	}

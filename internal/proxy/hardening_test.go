@@ -899,3 +899,86 @@ func TestRefusalFailsTheServerToo(t *testing.T) {
 		})
 	}
 }
+
+// A CancelRequest for a statement that waits in the proxy — for a replica to replay the session's
+// write, or for a server connection of a full pool — ends it with 57014, as canceling a statement
+// does on the server. Before, the cancel found no server connection to forward to and was dropped:
+// the statement waited out meridian.max_wait (or query_wait_timeout) and then ran.
+func TestCancelWhileWaitingInTheProxy(t *testing.T) {
+	e := newEnv(t, envOptions{
+		configure: func(c *proxy.Config) {
+			c.PoolSize = 1
+			c.QueryWaitTimeout = 40 * time.Second
+		},
+		replicaSettings: map[string]string{"recovery_min_apply_delay": "60s"},
+	})
+	ctx := pgtest.Context(t, time.Minute)
+	pgtest.Exec(t, e.primary, "CREATE TABLE cw (a int)")
+	cancelAfter := func(pc *pgconn.PgConn, sql string) error {
+		t.Helper()
+		done := make(chan error, 1)
+		go func() {
+			_, err := pc.Exec(ctx, sql).ReadAll()
+			done <- err
+		}()
+		select {
+		case err := <-done:
+			t.Fatalf("%s answered before the cancel: %v", sql, err)
+		case <-time.After(300 * time.Millisecond):
+		}
+		if err := pc.CancelRequest(ctx); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(30 * time.Second):
+			t.Fatalf("%s still waiting 30 s after the cancel", sql)
+			return nil
+		}
+	}
+
+	t.Run("waiting for the replica", func(t *testing.T) {
+		pc, err := pgconn.Connect(ctx, e.connString())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer pc.Close(context.Background())
+		if _, err := pc.Exec(ctx, "SET meridian.max_wait = '50s'; INSERT INTO cw VALUES (1)").ReadAll(); err != nil {
+			t.Fatal(err)
+		}
+		// The replica applies the INSERT a minute late: the session's read waits for it.
+		if err := cancelAfter(pc, "SELECT count(*) FROM cw"); sqlstate(err) != "57014" {
+			t.Fatalf("canceled read: %v, want 57014", err)
+		}
+		res, err := pc.Exec(ctx, "SELECT 1 /* meridian:primary */").ReadAll()
+		if err != nil || string(res[0].Rows[0][0]) != "1" {
+			t.Fatalf("the session after the cancel: %v", err)
+		}
+	})
+
+	t.Run("waiting for a server connection", func(t *testing.T) {
+		holder := e.connect(t)
+		tx, err := holder.Begin(ctx) // holds the primary pool's only connection
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tx.Exec(ctx, "INSERT INTO cw VALUES (2)"); err != nil {
+			t.Fatal(err)
+		}
+		pc, err := pgconn.Connect(ctx, e.connString())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer pc.Close(context.Background())
+		if err := cancelAfter(pc, "INSERT INTO cw VALUES (3)"); sqlstate(err) != "57014" {
+			t.Fatalf("canceled write waiting for a connection: %v, want 57014", err)
+		}
+		if err := tx.Rollback(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := pc.Exec(ctx, "INSERT INTO cw VALUES (4)").ReadAll(); err != nil {
+			t.Fatalf("the session after the cancel: %v", err)
+		}
+	})
+}

@@ -14,6 +14,7 @@ const (
 	codeConnectionFailure    = "08006" // connection_failure: a server died or could not be reached
 	codeCannotConnectNow     = "57P03" // cannot_connect_now: no primary / no node to route to
 	codeProtocolViolation    = "08P01"
+	codeQueryCanceled        = "57014"
 	codeFeatureNotSupported  = "0A000"
 	codeInvalidParameter     = "22023"
 	codeUndefinedPrepared    = "26000" // invalid_sql_statement_name

@@ -624,7 +624,13 @@ func (p *Proxy) cancelRequest(pid uint32, secret []byte) {
 	defer c.mu.Unlock()
 	sc := c.cur
 	if sc == nil {
-		return // nothing running for this client: nothing to cancel
+		// Nothing of the client's on a server: a statement waiting in the proxy ends (see
+		// client.canceled); an idle session's cancel is dropped at its next statement.
+		select {
+		case c.canceled <- struct{}{}:
+		default:
+		}
+		return
 	}
 	if err := p.sendCancel(sc); err != nil {
 		p.log.Warn("cannot forward cancel request", "node", sc.pool.key.node, "err", err)

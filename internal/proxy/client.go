@@ -139,7 +139,9 @@ func newClient(p *Proxy, conn net.Conn) *client {
 }
 
 // errCanceled is PostgreSQL's answer to a canceled statement.
-func errCanceled() *pgError { return newError(codeQueryCanceled, "canceling statement due to user request") }
+func errCanceled() *pgError {
+	return newError(codeQueryCanceled, "canceling statement due to user request")
+}
 
 // forgetCancel drops a cancel request that came while the session was idle.
 func (c *client) forgetCancel() {

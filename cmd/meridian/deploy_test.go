@@ -696,25 +696,29 @@ func TestDeployWalkthrough(t *testing.T) {
 	// Step 5: slots for the others on the new primary.
 	pgtest.Exec(t, target, "SELECT pg_create_physical_replication_slot('us_east_1_a')")
 	pgtest.Exec(t, target, "SELECT pg_create_physical_replication_slot('eu_west_1_a')")
-	// Step 6: the old primary as a replica of the new one. pgnode's Demote of the stopped server
+	// Step 6: re-point the other replica at the new primary; its slot name stays.
+	conninfo := fmt.Sprintf("host=%s port=%d user=replicator password=%s sslmode=verify-full sslrootcert=%s",
+		target.Endpoint().Host, target.Endpoint().Port, replicatorPassword, filepath.Join(pgTLS, "postgres-ca.pem"))
+	pgtest.Exec(t, other, "ALTER SYSTEM SET primary_conninfo = '"+conninfo+"'")
+	pgtest.Exec(t, other, "SELECT pg_reload_conf()")
+	waitRow(t, target, "eu-west-1-a streams from the new primary",
+		"SELECT count(*) = 1 FROM pg_stat_replication WHERE application_name = 'eu-west-1-a' AND usename = 'replicator'")
+	// Step 7: the old primary as a replica of the new one. pgnode's Demote of the stopped server
 	// writes standby.signal and starts it (the page: touch standby.signal, systemctl start); then the
-	// page's ALTER SYSTEM points it at the new primary as replicator, through its slot.
+	// page's ALTER SYSTEM points it at the new primary as replicator, through its slot, and its old
+	// slots are dropped.
 	if _, err := old.Demote(ctx, target.Endpoint()); err != nil {
 		t.Fatal(err)
 	}
-	conninfo := fmt.Sprintf("host=%s port=%d user=replicator password=%s sslmode=verify-full sslrootcert=%s",
-		target.Endpoint().Host, target.Endpoint().Port, replicatorPassword, filepath.Join(pgTLS, "postgres-ca.pem"))
 	pgtest.Exec(t, old, "ALTER SYSTEM SET primary_conninfo = '"+conninfo+"'")
 	pgtest.Exec(t, old, "ALTER SYSTEM SET primary_slot_name = 'us_east_1_a'")
 	pgtest.Exec(t, old, "SELECT pg_reload_conf()")
 	pgtest.Exec(t, old, "SELECT pg_drop_replication_slot('us_west_2_a')")
 	pgtest.Exec(t, old, "SELECT pg_drop_replication_slot('eu_west_1_a')")
-	// Step 7: re-point the other replica; its slot name stays.
-	pgtest.Exec(t, other, "ALTER SYSTEM SET primary_conninfo = '"+conninfo+"'")
-	pgtest.Exec(t, other, "SELECT pg_reload_conf()")
+	// Step 8: the new primary streams to both, and every proxy sees the new primary.
 	waitRow(t, target, "both servers stream from the new primary as replicator, through their slots",
 		"SELECT count(*) = 2 FROM pg_replication_slots s JOIN pg_stat_replication r ON r.pid = s.active_pid WHERE r.state = 'streaming' AND r.usename = 'replicator'")
-	// Step 8: every proxy sees the new primary, and writes from every region land there.
+	// Writes from every region land on the new primary.
 	waitRoles("after the switchover", map[string]string{"us-east-1-a": "replica", "us-west-2-a": "primary", "eu-west-1-a": "replica"})
 	for region, conn := range map[string]*pgx.Conn{"us-west-2": west, "us-east-1": east, "eu-west-1": eu} {
 		if err := conn.QueryRow(ctx, "INSERT INTO orders (customer_id, item) VALUES (3, $1) RETURNING current_setting('cluster_name')", region).Scan(&server); err != nil || server != "us-west-2-a" {

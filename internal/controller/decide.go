@@ -242,6 +242,13 @@ func (d *decider) rejoin() {
 		}
 		switch n.Role {
 		case topology.RoleFenced:
+			if st.Up && st.Role == topology.RolePrimary {
+				d.waitf("fenced node %s still runs as a primary; waiting for its agent to fence it", n.Name)
+				if was, _ := d.cur.Node(n.Name); was.Role == topology.RoleFenced { // else fenced just now
+					d.act(Fence{Node: n.Name})
+				}
+				continue
+			}
 			to := st.Position()
 			from := n.DivergedAt
 			n.Role, n.Upstream = topology.RoleRejoining, p

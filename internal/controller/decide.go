@@ -415,10 +415,8 @@ func (d *decider) failingOver() {
 			d.req = nil
 		}
 	}
-	if op.Promoting {
-		d.failoverPromoting(op)
-		return
-	}
+	// The two-phase handshake, checked again in every decision up to the publication (not only
+	// before the choice): nothing is promoted or published while the old primary could still write.
 	epoch := d.cur.Epoch
 	if op.From != "" {
 		if st, live := d.status(op.From); live && !fenceAcknowledged(st, epoch) {
@@ -433,6 +431,10 @@ func (d *decider) failingOver() {
 			d.block(op, topology.EventFailoverBlocked, "proxies_not_applied", map[string]string{"proxies": strings.Join(pending, ",")},
 				fmt.Sprintf("live proxies %s have not applied epoch %d after proxy_apply_wait %v; promotion waits for them or for their leases to expire", strings.Join(pending, ", "), epoch, d.in.Config.ProxyApplyWait))
 		}
+		return
+	}
+	if op.Promoting {
+		d.failoverPromoting(op)
 		return
 	}
 	d.choose(op)
@@ -756,6 +758,16 @@ func (d *decider) switchoverPromoting(op *topology.Operation) {
 		}
 	default:
 		d.waitf("waiting for %s to promote", op.To)
+		if pst, plive := d.status(op.From); plive && (pst.Up || !pst.ShutdownClean) {
+			// The old primary is not cleanly stopped any more (its agent should never do this): no
+			// nudge; if the target promoted anyway, the stray-primary fence takes over after publish.
+			d.waitf("old primary %s is no longer cleanly stopped", op.From)
+			return
+		}
+		if tst.ReplayedLSN < op.FromLSN {
+			d.waitf("%s reports replay at %s, behind the final position %s it had reached", op.To, tst.ReplayedLSN, op.FromLSN)
+			return
+		}
 		d.act(Promote{Node: op.To})
 	}
 }

@@ -780,7 +780,7 @@ func TestDecide(t *testing.T) {
 			if diff := cmp.Diff(before, snapshot(in)); diff != "" {
 				t.Errorf("Decide changed its input (-before +after):\n%s", diff)
 			}
-			checkDecision(t, in, dec)
+			checkDecision(t.Errorf, in, dec)
 		})
 	}
 }

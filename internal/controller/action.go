@@ -9,14 +9,16 @@ import (
 	"github.com/meridiandb/meridian/internal/topology"
 )
 
-// Action is one thing the controller loop does for a decision. Actions are plain data; the loop runs
-// them in order and stops at the first that fails (the next decision, on fresh observations, takes it
-// from there). Every action is idempotent, so repeating a decision is harmless.
+// Action is one thing the controller loop does for a decision. Actions are plain data and idempotent,
+// so repeating a decision is harmless.
 //
 // The order inside a decision is always: [WriteTopology] (compare-and-swap on the revision the
-// decision read), then [EmitEvent]s, then the actions addressed to nodes. So nothing is done to a
-// node that the stored topology does not already justify, and a controller that loses the CAS (another
-// leader moved first) does nothing else.
+// decision read), then [EmitEvent]s, then the rest. If the write fails (another leader moved first,
+// or the store is unreachable) the loop does nothing else and decides again on fresh observations: so
+// nothing is done to a node that the stored topology does not already justify. The actions addressed
+// to nodes are nudges: each agent also carries out its desired role from the stored topology by itself
+// (and the operation's target reads Operation.Promoting), so a nudge that fails (its agent is gone) is
+// logged and the loop goes on with the next.
 type Action interface {
 	// String is a compact, stable form for logs and tests.
 	String() string

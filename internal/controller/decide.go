@@ -354,6 +354,16 @@ func (d *decider) startFailover(reason, msg string) {
 		last = d.in.Timers.LastSeen[p]
 	}
 	op := &topology.Operation{Kind: topology.OpFailover, From: p, FromLSN: last.Position(), StartedAt: d.in.Now}
+	estimated := false
+	if !op.FromLSN.Valid() {
+		// No status of the old primary was ever seen (a new leader whose timers are empty): the
+		// furthest position any node reports is a lower bound of what it had written, so that the
+		// max_failover_lag check and the lost range still mean something (an underestimate).
+		for _, st := range d.in.Nodes {
+			op.FromLSN = max(op.FromLSN, st.Position())
+		}
+		estimated = true
+	}
 	if d.req != nil && d.req.Kind == RequestFailover {
 		if n, ok := d.cur.Node(d.req.To); d.req.To != "" && (!ok || n.Role != topology.RoleReplica) {
 			d.refuse("bad_candidate", fmt.Sprintf("%q is not a replica of the topology; name a replica for failover --to", d.req.To))
@@ -383,6 +393,9 @@ func (d *decider) startFailover(reason, msg string) {
 	}
 	if op.To != "" {
 		details["requested"] = op.To
+	}
+	if estimated {
+		details["from_lsn_estimated"] = "true"
 	}
 	d.event(topology.EventFailoverStarted, p, msg, details)
 	d.event(topology.EventNodeFenced, p, p+" fenced: no writes until it rejoins", map[string]string{"reason": reason})

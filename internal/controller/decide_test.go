@@ -105,6 +105,19 @@ var situations = []situation{
 		},
 	},
 	{
+		name: "primary lease lost, seen by a new leader that never saw the primary: its position estimated from the replicas",
+		in: func(in *Input) {
+			in.Nodes = failedNodes()
+			in.Timers = Timers{}
+		},
+		want: []string{
+			fenceA,
+			"event failover_started node=a from=a from_lsn=0/5000000 from_lsn_estimated=true reason=lease_expired replicas_streaming=",
+			"event node_fenced node=a reason=lease_expired",
+			"fence a",
+		},
+	},
+	{
 		name: "PostgreSQL down and restarting, within failover_timeout: wait",
 		in: func(in *Input) {
 			node(in, "a", down)

@@ -13,8 +13,10 @@
 // target, whether the promotion was ordered). The statuses say how far the world has got. So a
 // controller that restarts, or a new leader, computes the same next step from the store alone; the
 // loop's [Timers] (when a node was first seen down, its last status) only ever delay a failover when
-// they are lost, never cause one. Each decision writes the topology before it acts on a node, and the
-// loop stops at the first failed action, so no node is told anything the store does not justify.
+// they are lost, never cause one (without the old primary's last status, its position is estimated
+// from the furthest node, and the event says so). Each decision writes the topology before it acts on a node, and the
+// loop acts on nodes only once that write succeeded, so no node is told anything the store does not
+// justify (see [Action] for the order and what a failed action means).
 //
 // The epoch, the fencing token, goes up by one in every written topology whose primary, state or
 // write pause changed, and never goes down.

@@ -14,7 +14,7 @@ import (
 //   - Promote is only ever told to the target the topology (as written by this decision, or as read)
 //     records with Promoting, and for a failover only once the old primary's lease has expired (or its
 //     agent acknowledged the fence) and every live proxy has applied the fencing epoch; in the sync
-//     mode only to a synchronous standby (when chosen); for a switchover only once the old primary stopped cleanly
+//     mode only to a synchronous standby or the old primary itself (when chosen, unforced); for a switchover only once the old primary stopped cleanly
 //     and the target replayed its final position;
 //   - a change of epoch comes with at least one event.
 //
@@ -87,7 +87,7 @@ func checkDecision(errorf func(format string, args ...any), in Input, dec Decisi
 		}
 		switch op.Kind {
 		case topology.OpFailover:
-			if st, live := in.Nodes[op.From]; live && !fenceAcknowledged(st, cur.Epoch) {
+			if st, live := in.Nodes[op.From]; live && op.From != pr.Node && !fenceAcknowledged(st, cur.Epoch) {
 				errorf("promote %s while old primary %s holds its lease unfenced (%+v)", pr.Node, op.From, st)
 			}
 			for name, px := range in.Proxies {
@@ -99,7 +99,7 @@ func checkDecision(errorf func(format string, args ...any), in Input, dec Decisi
 				errorf("promote %s while the topology is %s with primary %q", pr.Node, after.State, after.Primary)
 			}
 			chosenNow := cur.Operation == nil || !cur.Operation.Promoting
-			if chosenNow && len(cur.SyncStandbys) > 0 && !slices.Contains(cur.SyncStandbys, pr.Node) {
+			if chosenNow && !after.Operation.Forced && pr.Node != op.From && len(cur.SyncStandbys) > 0 && !slices.Contains(cur.SyncStandbys, pr.Node) {
 				errorf("sync mode: promote %s, not a synchronous standby %v", pr.Node, cur.SyncStandbys)
 			}
 		case topology.OpSwitchover:

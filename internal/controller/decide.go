@@ -181,6 +181,7 @@ func (d *decider) steady() {
 		}
 	}
 	d.fenceStrayPrimaries()
+	d.divergedReplicas()
 	d.rejoin()
 	d.repoint()
 	d.rpoGuard()
@@ -215,17 +216,27 @@ func (d *decider) steadyRequest(pst topology.NodeStatus) {
 	}
 }
 
-// fenceStrayPrimaries fences any node other than the primary that reports itself a running primary:
-// the safety net that keeps one writer whatever happened (a node promoted by hand, a lost promotion).
+// fenceStrayPrimaries fences any node other than the primary that reports itself a primary (a
+// stopped node reports what its pg_control says): running, it is a second writer (a node promoted by
+// hand, a promotion that came too late); stopped without a clean shutdown, it may have diverged and
+// must be rewound before it can follow anyone. Fenced, it rejoins with a salvage of its WAL.
 func (d *decider) fenceStrayPrimaries() {
 	for _, n := range d.next.Nodes {
 		st, live := d.status(n.Name)
-		if n.Name == d.next.Primary || !live || !st.Up || st.Role != topology.RolePrimary || n.Role == topology.RoleFenced || n.Role == topology.RoleRejoining {
+		if n.Name == d.next.Primary || !live || st.Role != topology.RolePrimary || n.Role == topology.RoleFenced || n.Role == topology.RoleRejoining {
 			continue
 		}
+		reason := "stray_primary"
+		switch {
+		case st.Up:
+		case !st.ShutdownClean:
+			reason = "diverged_primary"
+		default:
+			continue // cleanly stopped: it starts as a standby of its upstream without a rewind
+		}
 		d.setRole(n.Name, topology.RoleFenced, "")
-		d.event(topology.EventNodeFenced, n.Name, fmt.Sprintf("%s runs as a primary but the primary is %s: fenced", n.Name, d.next.Primary),
-			map[string]string{"reason": "stray_primary", "lsn": st.Position().String()})
+		d.event(topology.EventNodeFenced, n.Name, fmt.Sprintf("%s is a primary but the primary is %s: fenced, to rejoin", n.Name, d.next.Primary),
+			map[string]string{"reason": reason, "lsn": st.Position().String()})
 		d.act(Fence{Node: n.Name})
 	}
 }
@@ -257,7 +268,7 @@ func (d *decider) rejoin() {
 				map[string]string{"upstream": p, "salvage_from": from.String(), "salvage_to": to.String()})
 			d.act(Rejoin{Node: n.Name, Upstream: p, SalvageFrom: from, SalvageTo: to})
 		case topology.RoleRejoining:
-			if st.Up && st.Role == topology.RoleReplica && st.Streaming {
+			if n.Upstream == p && d.followsPrimary(st) {
 				n.Role, n.Upstream, n.DivergedAt = topology.RoleReplica, p, 0
 				d.next.Reason = n.Name + " rejoined"
 				d.event(topology.EventNodeRejoined, n.Name, fmt.Sprintf("%s streams from %s again", n.Name, p), map[string]string{"upstream": p})
@@ -266,6 +277,33 @@ func (d *decider) rejoin() {
 				d.act(Rejoin{Node: n.Name, Upstream: p, SalvageFrom: n.DivergedAt, SalvageTo: st.Position()})
 			}
 		}
+	}
+}
+
+// followsPrimary says whether a node's status shows it streaming from the primary: running in
+// recovery, streaming, having acted on the current epoch, and on the primary's timeline when both
+// report one.
+func (d *decider) followsPrimary(st topology.NodeStatus) bool {
+	pst := d.in.Nodes[d.next.Primary]
+	sameTimeline := st.Timeline == 0 || pst.Timeline == 0 || st.Timeline == pst.Timeline
+	return st.Up && st.Role == topology.RoleReplica && st.Streaming && st.Epoch >= d.cur.Epoch && sameTimeline
+}
+
+// divergedReplicas sends a replica on a later timeline than the primary's, which it cannot follow
+// (its history has a promotion the primary's has not), to rejoin with a rewind.
+func (d *decider) divergedReplicas() {
+	pst := d.in.Nodes[d.next.Primary]
+	for i := range d.next.Nodes {
+		n := &d.next.Nodes[i]
+		st, live := d.status(n.Name)
+		if n.Role != topology.RoleReplica || !live || st.Streaming || pst.Timeline == 0 || st.Timeline <= pst.Timeline {
+			continue
+		}
+		n.Role, n.Upstream, n.DivergedAt = topology.RoleRejoining, d.next.Primary, 0
+		d.next.Reason = n.Name + " rejoins"
+		d.event(topology.EventNodeRejoining, n.Name, fmt.Sprintf("%s is on timeline %d, after the primary's %d: it is rewound to follow it", n.Name, st.Timeline, pst.Timeline),
+			map[string]string{"upstream": d.next.Primary, "salvage_from": "0/0", "salvage_to": st.Position().String(), "reason": "diverged_timeline"})
+		d.act(Rejoin{Node: n.Name, Upstream: d.next.Primary, SalvageTo: st.Position()})
 	}
 }
 
@@ -431,7 +469,7 @@ func (d *decider) failingOver() {
 	// The two-phase handshake, checked again in every decision up to the publication (not only
 	// before the choice): nothing is promoted or published while the old primary could still write.
 	epoch := d.cur.Epoch
-	if op.From != "" {
+	if op.From != "" && !(op.Promoting && op.To == op.From) { // (the old primary back and chosen competes with no one)
 		if st, live := d.status(op.From); live && !fenceAcknowledged(st, epoch) {
 			d.waitf("old primary %s still holds its lease and has not acknowledged the fence of epoch %d; its lease expires within %v", op.From, epoch, d.in.Config.LeaseTTL)
 			d.act(Fence{Node: op.From})
@@ -489,16 +527,27 @@ type candidate struct {
 	st   topology.NodeStatus
 }
 
-// candidates ranks the failover candidates: live, running replicas (in the sync mode, only the
-// synchronous standbys), by received position, then region priority, node priority and name.
-func (d *decider) candidates(op *topology.Operation) []candidate {
+// candidates ranks the failover candidates: live replicas running in recovery (in the sync mode, only
+// the synchronous standbys, unless forced), by received position, then region priority, node priority
+// and name. With fenced set, it ranks the fenced nodes running as standbys instead (the fallback when
+// no replica is left): in the sync mode only the old primary itself, which has every commit it
+// acknowledged, unless forced.
+func (d *decider) candidates(op *topology.Operation, fenced bool) []candidate {
 	var out []candidate
 	for _, n := range d.cur.Nodes {
 		st, live := d.status(n.Name)
-		if n.Name == op.From || n.Role != topology.RoleReplica || !live || !st.Up || st.Role != topology.RoleReplica {
+		if !live || !st.Up || st.Role != topology.RoleReplica {
 			continue
 		}
-		if len(d.cur.SyncStandbys) > 0 && !slices.Contains(d.cur.SyncStandbys, n.Name) {
+		sync := len(d.cur.SyncStandbys) > 0 && !op.Forced
+		switch {
+		case !fenced && (n.Name == op.From || n.Role != topology.RoleReplica):
+			continue
+		case !fenced && sync && !slices.Contains(d.cur.SyncStandbys, n.Name):
+			continue
+		case fenced && n.Role != topology.RoleFenced:
+			continue
+		case fenced && sync && n.Name != op.From:
 			continue
 		}
 		out = append(out, candidate{n, st})
@@ -521,7 +570,11 @@ func (d *decider) regionRank(region string) int {
 }
 
 func (d *decider) choose(op *topology.Operation) {
-	cands := d.candidates(op)
+	cands := d.candidates(op, false)
+	fallback := false
+	if n, _ := d.cur.Node(op.To); len(cands) == 0 || n.Role == topology.RoleFenced {
+		cands, fallback = d.candidates(op, true), true
+	}
 	if op.To != "" {
 		i := slices.IndexFunc(cands, func(c candidate) bool { return c.node.Name == op.To })
 		if i < 0 {
@@ -555,6 +608,11 @@ func (d *decider) choose(op *topology.Operation) {
 		others = append(others, o.node.Name+"="+o.st.Position().String())
 	}
 	details["others"] = strings.Join(others, ",")
+	if fallback {
+		// No replica is left: a fenced node (the old primary back, or a lost candidate) is promoted;
+		// every other node rejoins it with a rewind, as their histories may differ.
+		details["fallback"] = "fenced"
+	}
 	op.To, op.ToLSN, op.Promoting, op.Blocked = c.node.Name, c.st.Position(), true, ""
 	d.next.Reason = "failover: promoting " + c.node.Name
 	d.event(topology.EventCandidateChosen, c.node.Name, fmt.Sprintf("promoting %s, the most advanced replica (%s)", c.node.Name, c.st.Position()), details)
@@ -596,14 +654,34 @@ func (d *decider) publishFailover(op *topology.Operation) {
 	c := op.To
 	d.next.Primary, d.next.State, d.next.Operation = c, topology.StateSteady, nil
 	d.next.Reason = "failover from " + op.From + " to " + c
+	fallback := false
+	if n := d.nodeRef(c); n != nil {
+		fallback = n.Role != topology.RoleReplica
+		n.DivergedAt = 0
+	}
 	d.setRole(c, topology.RolePrimary, "")
 	if n := d.nodeRef(op.From); n != nil && n.Role == topology.RoleFenced {
 		n.DivergedAt = op.ToLSN
 	}
-	for _, n := range d.next.Nodes {
-		if n.Role == topology.RoleReplica && n.Upstream != c {
-			d.setRole(n.Name, topology.RoleReplica, c)
+	for i := range d.next.Nodes {
+		n := &d.next.Nodes[i]
+		st, live := d.status(n.Name)
+		switch {
+		case n.Role == topology.RoleReplica && (fallback || !live || st.Position() > op.ToLSN):
+			// A replica that may not be on the new primary's history: the new primary came from the
+			// fenced nodes, or the replica was not there to be compared when the candidate was chosen,
+			// or it is ahead of it. It rejoins (a rewind that finds no divergence changes nothing).
+			n.Role, n.Upstream, n.DivergedAt = topology.RoleRejoining, c, op.ToLSN
+			if fallback {
+				n.DivergedAt = 0 // unknown: the agent's pg_rewind finds it
+			}
+			d.act(Rejoin{Node: n.Name, Upstream: c, SalvageFrom: n.DivergedAt, SalvageTo: st.Position()})
+		case n.Role == topology.RoleReplica && n.Upstream != c:
+			n.Upstream = c
 			d.act(Repoint{Node: n.Name, Upstream: c})
+		case n.Role == topology.RoleRejoining && n.Upstream != c:
+			n.Upstream = c
+			d.act(Rejoin{Node: n.Name, Upstream: c, SalvageFrom: n.DivergedAt, SalvageTo: st.Position()})
 		}
 	}
 	lost := max(0, op.FromLSN.Sub(op.ToLSN))

@@ -627,10 +627,32 @@ var situations = []situation{
 			in.Topology, in.Nodes = afterFailover(), afterFailoverNodes()
 			in.Topology.Nodes[0].Role, in.Topology.Nodes[0].Upstream = topology.RoleRejoining, "b"
 			in.Nodes["a"] = replicaStatus("a", "us-east-1", l51)
+			node(in, "a", func(s *topology.NodeStatus) { s.Epoch, s.Timeline = 9, 2 })
 		},
 		want: []string{
 			"write epoch=9 primary=b state=steady a:replica<b b:primary c:replica<b",
 			"event node_rejoined node=a upstream=b",
+		},
+	},
+	{
+		name: "rejoining node streaming on another timeline (from someone else): not rejoined yet",
+		in: func(in *Input) {
+			in.Topology, in.Nodes = afterFailover(), afterFailoverNodes()
+			in.Topology.Nodes[0].Role, in.Topology.Nodes[0].Upstream = topology.RoleRejoining, "b"
+			in.Nodes["a"] = replicaStatus("a", "us-east-1", l51)
+			node(in, "a", func(s *topology.NodeStatus) { s.Epoch, s.Timeline = 9, 3 })
+		},
+		want: nil,
+	},
+	{
+		name: "a replica on a later timeline than the primary's cannot follow it: rejoin",
+		in: func(in *Input) {
+			node(in, "c", func(s *topology.NodeStatus) { s.Timeline, s.Streaming = 2, false })
+		},
+		want: []string{
+			"write epoch=7 primary=a state=steady a:primary b:replica<a c:rejoining<a",
+			"event node_rejoining node=c reason=diverged_timeline salvage_from=0/0 salvage_to=0/4800000 upstream=a",
+			"rejoin c<a salvage=0/0-0/4800000",
 		},
 	},
 	{

@@ -700,6 +700,11 @@ func (d *decider) publishFailover(op *topology.Operation) {
 
 func (d *decider) startSwitchover(pst topology.NodeStatus) {
 	p := d.cur.Primary
+	if d.cur.WritesPaused && d.cur.WritesPausedBy == pausedByOperator {
+		// The switchover resumes writes at its end; it must not lift an operator's pause by the way.
+		d.refuse("writes_paused", "writes are paused by an operator; resume them first (a switchover pauses and resumes writes itself)")
+		return
+	}
 	target, ok := d.switchoverTarget()
 	if !ok {
 		return

@@ -451,6 +451,26 @@ var situations = []situation{
 		want: []string{"event switchover_refused node=b code=target_not_streaming request=switchover", "refuse target_not_streaming"},
 	},
 	{
+		name: "switchover while an operator holds writes: refused (it would lift the pause)",
+		in: func(in *Input) {
+			in.Topology.WritesPaused, in.Topology.WritesPausedBy = true, pausedByOperator
+			in.Request = &Request{Kind: RequestSwitchover, To: "b"}
+		},
+		want: []string{"event switchover_refused node=b code=writes_paused request=switchover", "refuse writes_paused"},
+	},
+	{
+		name: "switchover while the max_lag guard holds writes: allowed (the guard decides again after)",
+		in: func(in *Input) {
+			in.Topology.WritesPaused, in.Topology.WritesPausedBy = true, pausedByRPO
+			in.Request = &Request{Kind: RequestSwitchover, To: "b"}
+		},
+		want: []string{
+			"write epoch=8 primary=a state=switching paused=switchover op=switchover:a>b a:primary b:replica<a c:replica<a",
+			"event switchover_started node=b bytes_behind=0 from=a to=b",
+			"event writes_paused by=switchover",
+		},
+	},
+	{
 		name: "switchover to the primary itself: refused",
 		in:   func(in *Input) { in.Request = &Request{Kind: RequestSwitchover, To: "a"} },
 		want: []string{"event switchover_refused node=a code=already_primary request=switchover", "refuse already_primary"},

@@ -45,6 +45,11 @@ func checkDecision(errorf func(format string, args ...any), in Input, dec Decisi
 			errorf("written topology invalid: %v", err)
 		}
 		changed := after.Primary != cur.Primary || after.State != cur.State || after.WritesPaused != cur.WritesPaused
+		if was, now := cur.Operation, after.Operation; was != nil && now != nil && was.Promoting && now.To != was.To && slices.Contains(now.Abandoned, was.To) {
+			if _, live := in.Nodes[was.To]; live {
+				changed = true // a live candidate abandoned: a new fencing token for it to acknowledge
+			}
+		}
 		switch {
 		case after.Epoch < cur.Epoch:
 			errorf("epoch went down: %d -> %d", cur.Epoch, after.Epoch)
@@ -89,6 +94,11 @@ func checkDecision(errorf func(format string, args ...any), in Input, dec Decisi
 		case topology.OpFailover:
 			if st, live := in.Nodes[op.From]; live && op.From != pr.Node && !fenceAcknowledged(st, cur.Epoch) {
 				errorf("promote %s while old primary %s holds its lease unfenced (%+v)", pr.Node, op.From, st)
+			}
+			for _, name := range op.Abandoned {
+				if st, live := in.Nodes[name]; live && name != pr.Node && !fenceAcknowledged(st, cur.Epoch) {
+					errorf("promote %s while abandoned candidate %s holds its lease unacknowledged (%+v)", pr.Node, name, st)
+				}
 			}
 			for name, px := range in.Proxies {
 				if px.AppliedEpoch < cur.Epoch {

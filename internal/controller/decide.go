@@ -52,6 +52,9 @@ type decider struct {
 	events    []topology.Event
 	acts      []Action // actions after the topology write and the events
 	wait      []string
+	// newToken: the next topology needs a new epoch though its primary and write state stay (a
+	// candidate abandoned: the epoch it must acknowledge).
+	newToken bool
 }
 
 func (d *decider) status(name string) (topology.NodeStatus, bool) {
@@ -110,7 +113,7 @@ func (d *decider) finish() Decision {
 	probe.UpdatedAt = d.cur.UpdatedAt
 	epoch := d.cur.Epoch
 	if !reflect.DeepEqual(&probe, d.cur) {
-		if d.next.Primary != d.cur.Primary || d.next.WritesPaused != d.cur.WritesPaused || d.next.State != d.cur.State {
+		if d.newToken || d.next.Primary != d.cur.Primary || d.next.WritesPaused != d.cur.WritesPaused || d.next.State != d.cur.State {
 			d.next.Epoch = d.cur.Epoch + 1
 		}
 		d.next.UpdatedAt = d.in.Now
@@ -476,6 +479,13 @@ func (d *decider) failingOver() {
 			return
 		}
 	}
+	for _, name := range op.Abandoned {
+		if st, live := d.status(name); live && name != op.To && !fenceAcknowledged(st, epoch) {
+			d.waitf("abandoned candidate %s still holds its lease and has not acknowledged epoch %d", name, epoch)
+			d.act(Fence{Node: name})
+			return
+		}
+	}
 	if pending := d.proxiesBehind(epoch, false); len(pending) > 0 {
 		d.waitf("proxies %s have not applied fencing epoch %d", strings.Join(pending, ", "), epoch)
 		if d.in.Now.Sub(op.StartedAt) >= d.in.Config.ProxyApplyWait {
@@ -644,6 +654,24 @@ func (d *decider) failoverPromoting(op *topology.Operation) {
 	case st.Up && st.Role == topology.RolePrimary:
 		d.publishFailover(op)
 	default:
+		if since, seen := d.in.Timers.DownSince[c]; seen && d.in.Now.Sub(since) >= d.in.Config.FailoverTimeout {
+			// Told to promote, alive, but not a primary for failover_timeout: give it up with a new
+			// epoch it must acknowledge before anyone else is promoted (it could still promote late).
+			d.setRole(c, topology.RoleFenced, "")
+			if n := d.nodeRef(c); n != nil {
+				n.DivergedAt = op.ToLSN
+			}
+			if !slices.Contains(op.Abandoned, c) {
+				op.Abandoned = append(op.Abandoned, c)
+			}
+			op.To, op.ToLSN, op.Promoting, op.Forced = "", 0, false, false
+			d.newToken = true
+			d.next.Reason = "failover: candidate " + c + " abandoned"
+			d.event(topology.EventNodeFenced, c, fmt.Sprintf("candidate %s did not promote within failover_timeout %v: fenced; choosing again once it acknowledges", c, d.in.Config.FailoverTimeout),
+				map[string]string{"reason": "candidate_stuck"})
+			d.act(Fence{Node: c})
+			return
+		}
 		d.waitf("waiting for %s to promote", c)
 		d.act(Promote{Node: c})
 	}

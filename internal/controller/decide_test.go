@@ -383,6 +383,42 @@ var situations = []situation{
 		},
 	},
 	{
+		name: "candidate alive but not promoted within failover_timeout: abandoned with a new epoch",
+		in: func(in *Input) {
+			in.Topology, in.Nodes, in.Proxies = promotingTopo(), failedNodes(), proxies(8, false)
+			node(in, "b", down)
+			in.Timers.DownSince = map[string]time.Time{"b": t0.Add(-5 * time.Second)}
+		},
+		want: []string{
+			"write epoch=9 primary= state=failing_over op=failover:a> from_lsn=0/5000000 a:fenced b:fenced@0/5000000 c:replica<a",
+			"event node_fenced node=b reason=candidate_stuck",
+			"fence b",
+		},
+	},
+	{
+		name: "abandoned candidate has not acknowledged the new epoch: nothing else promoted",
+		in: func(in *Input) {
+			in.Topology, in.Nodes, in.Proxies = fencedTopo(), failedNodes(), proxies(9, false)
+			in.Topology.Epoch, in.Topology.Operation.Abandoned = 9, []string{"b"}
+			in.Topology.Nodes[1].Role, in.Topology.Nodes[1].Upstream = topology.RoleFenced, ""
+		},
+		want: []string{"fence b"}, wait: "abandoned candidate b",
+	},
+	{
+		name: "abandoned candidate acknowledged: the next best is promoted",
+		in: func(in *Input) {
+			in.Topology, in.Nodes, in.Proxies = fencedTopo(), failedNodes(), proxies(9, false)
+			in.Topology.Epoch, in.Topology.Operation.Abandoned = 9, []string{"b"}
+			in.Topology.Nodes[1].Role, in.Topology.Nodes[1].Upstream = topology.RoleFenced, ""
+			node(in, "b", func(s *topology.NodeStatus) { s.Epoch, s.Up = 9, false })
+		},
+		want: []string{
+			"write epoch=9 primary= state=failing_over op=failover:a>c from_lsn=0/5000000 promoting a:fenced b:fenced c:replica<a",
+			"event candidate_chosen node=c bytes_behind=8388608 candidate=c candidate_lsn=0/4800000 from_lsn=0/5000000 others=",
+			"promote c",
+		},
+	},
+	{
 		name: "pause request while failing over: refused as busy",
 		in: func(in *Input) {
 			in.Topology, in.Proxies = fencedTopo(), proxies(8, false)

@@ -37,7 +37,11 @@
 //	  │  forced (failover_refused, reported once; it stays here until that changes)
 //	  ▼
 //	failing_over/promoting  Operation.Promoting, target recorded; Promote(target) until it reports
-//	  │  primary. A target that loses its lease here is fenced and the choice starts again.
+//	  │  primary. A target that loses its lease here is fenced and the choice starts again; one that
+//	  │  keeps its lease but is not a primary after failover_timeout is fenced with a new epoch
+//	  │  (Operation.Abandoned), and nobody else is promoted until it has acknowledged that epoch or
+//	  │  lost its lease. When no replica is left, a fenced node running as a standby (the old primary
+//	  │  back, first of all) is the fallback candidate, and every other node then rejoins it.
 //	  ▼
 //	steady                  epoch E+2: new primary, replicas re-pointed, failover_completed naming the
 //	                        possibly lost WAL range (old primary's last known position vs the promoted one).
@@ -60,7 +64,10 @@
 // Rejoin, in the steady state: a fenced node whose agent is back (a lease again) becomes rejoining,
 // streaming from the primary after saving its WAL beyond Node.DivergedAt for salvage and pg_rewind
 // (Rejoin action, node_rejoining event); once it reports a streaming replica it is a replica again.
-// A live node other than the primary that runs as a primary is fenced at once.
+// A live node other than the primary that runs as a primary (or reports a primary's pg_control after
+// a crash) is fenced at once, and a replica on a later timeline than the primary's (it cannot follow
+// it) rejoins too. A node is back to replica only once it streams on the primary's timeline having
+// acted on the current epoch.
 //
 // RPO: async does nothing more. max_lag holds writes (epoch +1, writes_paused_by rpo_max_lag) while no
 // replica in another region streams within the bound and releases them when one does. sync keeps

@@ -30,7 +30,8 @@ type Input struct {
 // with it empty, which only ever delays a failover (never causes one).
 type Timers struct {
 	// DownSince is when the loop first saw each node's status report it unhealthy: PostgreSQL down, or,
-	// for the topology's primary, not running as a primary. Cleared when seen healthy again.
+	// for the topology's primary and for a target told to promote, not a primary. Cleared when seen
+	// healthy again.
 	DownSince map[string]time.Time
 	// LastSeen is the last status seen of each node, kept after its lease expires: the old primary's
 	// last known position and when its lease was last seen.
@@ -46,8 +47,11 @@ func (t Timers) Observe(now time.Time, topo *topology.Topology, nodes map[string
 	for name, st := range nodes {
 		next.LastSeen[name] = st
 		healthy := st.Up
-		if topo != nil && topo.Primary == name && st.Role != topology.RolePrimary {
-			healthy = false
+		if topo != nil && st.Role != topology.RolePrimary {
+			promoting := topo.Operation != nil && topo.Operation.Promoting && topo.Operation.To == name
+			if topo.Primary == name || promoting { // must be a primary, and is not (yet)
+				healthy = false
+			}
 		}
 		if healthy {
 			continue

@@ -47,6 +47,9 @@ func randomInput(r *rand.Rand) Input {
 		if chance(3) {
 			op.Blocked = "no_candidate"
 		}
+		if chance(3) {
+			op.Abandoned = []string{names[(pi+1+r.IntN(len(names)-1))%len(names)]}
+		}
 	case 3: // switching
 		topo.Primary, topo.State, topo.Operation = primary, topology.StateSwitching, op
 		topo.WritesPaused, topo.WritesPausedBy = true, pausedBySwitchover

@@ -3,7 +3,9 @@ package controller
 import (
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -28,6 +30,7 @@ type simNode struct {
 	lsn          topology.LSN // WAL it has: written on a primary, received and replayed on a replica
 	upstream     string       // what it streams from, as a replica
 	stalled      bool         // receives nothing (a slow link)
+	broken       bool         // PostgreSQL does not start (a bad disk)
 	timeline     uint32
 	epoch        uint64 // the topology epoch its agent acted on
 	clean        bool   // stopped by a clean shutdown
@@ -182,6 +185,10 @@ func (c *cluster) step() Decision {
 func (c *cluster) agentFollows(n *simNode) {
 	want, _ := c.topo.Node(n.name)
 	n.epoch = c.topo.Epoch
+	if n.broken {
+		n.up = false
+		return
+	}
 	if op := c.topo.Operation; op != nil && op.Promoting && op.To == n.name {
 		if !n.primary { // promoted, started if need be
 			n.primary, n.timeline, n.upstream = true, n.timeline+1, ""
@@ -434,6 +441,30 @@ func TestSimulateFailover(t *testing.T) {
 	}
 }
 
+// TestSimulateFailoverStuckCandidate: the chosen candidate's PostgreSQL dies as it is told to promote
+// and does not come back, while its agent keeps its lease. It is abandoned after failover_timeout with
+// a new epoch, and the next candidate is promoted only once the first acknowledged it.
+func TestSimulateFailoverStuckCandidate(t *testing.T) {
+	c := newCluster(t)
+	c.runUntil(4, "warm up", func() bool { return len(c.acked) >= 4 })
+	a := c.nodes["a"]
+	a.agent, a.up = false, false
+	c.runUntil(10, "candidate chosen", func() bool { op := c.topo.Operation; return op != nil && op.Promoting })
+	if c.topo.Operation.To != "b" {
+		t.Fatalf("chose %s, want b", c.topo.Operation.To)
+	}
+	c.nodes["b"].broken = true
+	c.nodes["b"].up = false
+	c.runUntil(20, "failover to c", c.steadyWith("c"))
+	if c.topo.Epoch != 10 {
+		t.Errorf("epoch %d, want 10 (fence 8, abandon b 9, publish 10)", c.topo.Epoch)
+	}
+	fenced := c.event(topology.EventNodeFenced)
+	if fenced.Node != "b" || fenced.Details["reason"] != "candidate_stuck" {
+		t.Errorf("last node_fenced %+v, want b as candidate_stuck", fenced)
+	}
+}
+
 // TestSimulateSwitchover: a switchover to eu-west-1 under a writing client, then back to a: no
 // acknowledged write lost, no write acknowledged while paused, the old primary follows without rewind.
 func TestSimulateSwitchover(t *testing.T) {
@@ -611,4 +642,19 @@ func TestSimulateChaos(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestDebugChaos replays one chaos seed with every step logged: DEBUGSEED=N go test -run DebugChaos -v.
+func TestDebugChaos(t *testing.T) {
+	v := os.Getenv("DEBUGSEED")
+	if v == "" {
+		t.Skip("set DEBUGSEED to replay one chaos seed step by step")
+	}
+	seed, err := strconv.ParseUint(v, 10, 64)
+	if err != nil {
+		t.Fatalf("DEBUGSEED=%q: %v", v, err)
+	}
+	debugSeed = &seed
+	defer func() { debugSeed = nil }()
+	TestSimulateChaos(t)
 }

@@ -98,6 +98,10 @@ type Operation struct {
 	Promoting bool `json:"promoting,omitempty"`
 	// Forced lets a failover promote a candidate further behind than max_failover_lag.
 	Forced bool `json:"forced,omitempty"`
+	// Abandoned lists failover candidates that were told to promote and then given up (stuck). Each
+	// was fenced with a new epoch, and nothing else is promoted until each has no lease or has acted
+	// on that epoch, so that a late promotion cannot make a second writer.
+	Abandoned []string `json:"abandoned,omitempty"`
 	// Blocked is why the operation cannot go on, once reported in an event (so it is reported once).
 	Blocked   string    `json:"blocked,omitempty"`
 	StartedAt time.Time `json:"started_at"`
@@ -148,6 +152,7 @@ func (t *Topology) Clone() *Topology {
 	c.SyncStandbys = slices.Clone(t.SyncStandbys)
 	if t.Operation != nil {
 		op := *t.Operation
+		op.Abandoned = slices.Clone(op.Abandoned)
 		c.Operation = &op
 	}
 	return &c

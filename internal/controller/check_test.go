@@ -45,9 +45,9 @@ func checkDecision(errorf func(format string, args ...any), in Input, dec Decisi
 			errorf("written topology invalid: %v", err)
 		}
 		changed := after.Primary != cur.Primary || after.State != cur.State || after.WritesPaused != cur.WritesPaused
-		if was, now := cur.Operation, after.Operation; was != nil && now != nil && was.Promoting && now.To != was.To && slices.Contains(now.Abandoned, was.To) {
-			if _, live := in.Nodes[was.To]; live {
-				changed = true // a live candidate abandoned: a new fencing token for it to acknowledge
+		if was, now := cur.Operation, after.Operation; was != nil && now != nil && was.Promoting && !now.Promoting && slices.Contains(now.Abandoned, was.To) {
+			if _, live := in.Nodes[was.To]; live || was.Kind == topology.OpSwitchover {
+				changed = true // a candidate abandoned: a new fencing token for it to acknowledge
 			}
 		}
 		switch {
@@ -113,6 +113,9 @@ func checkDecision(errorf func(format string, args ...any), in Input, dec Decisi
 				errorf("sync mode: promote %s, not a synchronous standby %v", pr.Node, cur.SyncStandbys)
 			}
 		case topology.OpSwitchover:
+			if len(op.Abandoned) > 0 {
+				errorf("switchover: promote %s with abandoned targets %v", pr.Node, op.Abandoned)
+			}
 			old, live := in.Nodes[op.From]
 			target := in.Nodes[pr.Node]
 			if live && (old.Up || !old.ShutdownClean) && target.Role != topology.RolePrimary {

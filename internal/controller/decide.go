@@ -833,6 +833,18 @@ func (d *decider) switching() {
 	case !plive:
 		d.abortToFailover(op, "the old primary lost its lease during the switchover")
 		return
+	case len(op.Abandoned) > 0:
+		// The target was given up after it was told to promote: the old primary starts again only
+		// once the target cannot promote any more (no lease, or it acted on the abandoning epoch).
+		for _, name := range op.Abandoned {
+			if st, live := d.status(name); live && !fenceAcknowledged(st, d.cur.Epoch) {
+				d.waitf("abandoned target %s still holds its lease and has not acknowledged epoch %d", name, d.cur.Epoch)
+				d.act(Fence{Node: name})
+				return
+			}
+		}
+		d.rollback("target "+op.To+" did not promote within switchover_timeout", !pst.Up)
+		return
 	case d.in.Now.Sub(op.StartedAt) >= d.in.Config.SwitchoverTimeout:
 		d.rollback(fmt.Sprintf("timeout: not done within switchover_timeout %v", d.in.Config.SwitchoverTimeout), !pst.Up)
 		return
@@ -880,6 +892,20 @@ func (d *decider) switchoverPromoting(op *topology.Operation) {
 		} else {
 			d.abortToFailover(op, "both the old primary and the target lost their leases")
 		}
+	case d.in.Now.Sub(op.StartedAt) >= d.in.Config.SwitchoverTimeout:
+		// Past the point of no return and out of time: fence the target with a new epoch it must
+		// acknowledge; the rollback to the old primary waits for that (see switching).
+		d.setRole(op.To, topology.RoleFenced, "")
+		if n := d.nodeRef(op.To); n != nil {
+			n.DivergedAt = op.FromLSN
+		}
+		op.Abandoned = append(op.Abandoned, op.To)
+		op.Promoting = false
+		d.newToken = true
+		d.next.Reason = "switchover: target " + op.To + " abandoned"
+		d.event(topology.EventNodeFenced, op.To, fmt.Sprintf("target %s did not promote within switchover_timeout %v: fenced; %s starts again once it acknowledges", op.To, d.in.Config.SwitchoverTimeout, op.From),
+			map[string]string{"reason": "target_stuck"})
+		d.act(Fence{Node: op.To})
 	default:
 		d.waitf("waiting for %s to promote", op.To)
 		if pst, plive := d.status(op.From); plive && (pst.Up || !pst.ShutdownClean) {
@@ -954,9 +980,10 @@ func (d *decider) abortToFailover(op *topology.Operation, reason string) {
 	d.event(topology.EventSwitchoverAborted, p, "switchover aborted: "+reason, map[string]string{"reason": reason, "from": p, "to": op.To})
 	d.next.WritesPaused, d.next.WritesPausedBy = false, ""
 	d.next.Operation = nil
-	fromLSN := op.FromLSN
+	fromLSN, abandoned := op.FromLSN, op.Abandoned
 	d.startFailover("lease_expired", reason)
 	if fromLSN.Valid() {
 		d.next.Operation.FromLSN = fromLSN
 	}
+	d.next.Operation.Abandoned = abandoned // still to acknowledge before any promotion
 }

@@ -634,6 +634,49 @@ var situations = []situation{
 		},
 	},
 	{
+		name: "switching: target told to promote but still not a primary at switchover_timeout: abandoned with a new epoch",
+		in: func(in *Input) {
+			in.Topology, in.Proxies = switchingTopo(), proxies(8, true)
+			in.Topology.Operation.FromLSN, in.Topology.Operation.Promoting = l51, true
+			node(in, "a", stoppedClean(l51))
+			node(in, "b", replayed(l51))
+			in.Now = t0.Add(31 * time.Second)
+		},
+		want: []string{
+			"write epoch=9 primary=a state=switching paused=switchover op=switchover:a>b from_lsn=0/5100000 a:primary b:fenced@0/5100000 c:replica<a",
+			"event node_fenced node=b reason=target_stuck",
+			"fence b",
+		},
+	},
+	{
+		name: "switching: abandoned target has not acknowledged: the old primary stays down",
+		in: func(in *Input) {
+			in.Topology, in.Proxies = switchingTopo(), proxies(9, true)
+			in.Topology.Epoch, in.Topology.Operation.FromLSN, in.Topology.Operation.Abandoned = 9, l51, []string{"b"}
+			in.Topology.Nodes[1].Role, in.Topology.Nodes[1].Upstream = topology.RoleFenced, ""
+			node(in, "a", stoppedClean(l51))
+			in.Now = t0.Add(32 * time.Second)
+		},
+		want: []string{"fence b"}, wait: "abandoned target b",
+	},
+	{
+		name: "switching: abandoned target acknowledged: roll back, the old primary starts again",
+		in: func(in *Input) {
+			in.Topology, in.Proxies = switchingTopo(), proxies(9, true)
+			in.Topology.Epoch, in.Topology.Operation.FromLSN, in.Topology.Operation.Abandoned = 9, l51, []string{"b"}
+			in.Topology.Nodes[1].Role, in.Topology.Nodes[1].Upstream = topology.RoleFenced, ""
+			node(in, "a", stoppedClean(l51))
+			node(in, "b", func(s *topology.NodeStatus) { s.Epoch, s.Up = 9, false })
+			in.Now = t0.Add(32 * time.Second)
+		},
+		want: []string{
+			"write epoch=10 primary=a state=steady a:primary b:fenced c:replica<a",
+			"event switchover_aborted node=a from=a reason=target b did not promote within switchover_timeout to=b",
+			"event writes_resumed by=switchover",
+			"start-primary a",
+		},
+	},
+	{
 		name: "switching: the old primary's lease expired: becomes an unplanned failover",
 		in: func(in *Input) {
 			in.Topology, in.Proxies = switchingTopo(), proxies(8, true)

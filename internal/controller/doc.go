@@ -57,9 +57,12 @@
 //
 // A switchover rolls back (epoch E+2 with the old primary, writes resumed, StartPrimary if it was
 // stopped) on switchover_timeout, a lost or stopped target, or an unclean stop of the old primary,
-// as long as the target was not told to promote; after that only the target's loss (its agent fenced
-// it) rolls back, and the target is then fenced to rejoin. If the old primary itself loses its lease
-// before the promotion, the switchover becomes an unplanned failover.
+// as long as the target was not told to promote. After that, a target that loses its lease (its
+// agent fenced it) is fenced and the switchover rolls back at once; a target that keeps its lease but
+// is not a primary at switchover_timeout is fenced with a new epoch (Operation.Abandoned) and the
+// rollback waits until it has acknowledged that epoch or lost its lease, so that a late promotion
+// cannot make a second writer. If the old primary itself loses its lease before the promotion, the
+// switchover becomes an unplanned failover.
 //
 // Rejoin, in the steady state: a fenced node whose agent is back (a lease again) becomes rejoining,
 // streaming from the primary after saving its WAL beyond Node.DivergedAt for salvage and pg_rewind

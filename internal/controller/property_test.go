@@ -58,6 +58,9 @@ func randomInput(r *rand.Rand) Input {
 		if chance(2) {
 			op.FromLSN = 0
 		}
+		if !op.Promoting && chance(4) {
+			op.Abandoned = []string{target}
+		}
 	}
 	for i := range topo.Nodes {
 		n := &topo.Nodes[i]

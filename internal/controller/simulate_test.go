@@ -541,6 +541,38 @@ func TestSimulateSwitchoverRollback(t *testing.T) {
 	}
 }
 
+// TestSimulateSwitchoverStuckTarget: the target's PostgreSQL dies just as it is told to promote (past
+// the point of no return). At switchover_timeout it is fenced with a new epoch; once its agent has
+// acknowledged that, the old primary starts again, writes resume, and the target later rejoins.
+func TestSimulateSwitchoverStuckTarget(t *testing.T) {
+	c := newCluster(t)
+	c.cfg.SwitchoverTimeout = 5 * time.Second
+	c.runUntil(4, "warm up", func() bool { return len(c.acked) >= 4 })
+	c.request = &Request{Kind: RequestSwitchover, To: "b"}
+	c.runUntil(10, "promoting", func() bool { op := c.topo.Operation; return op != nil && op.Promoting })
+	b := c.nodes["b"]
+	b.broken, b.up = true, false
+	c.runUntil(20, "rolled back", c.steadyWith("a"))
+	if c.topo.Epoch != 10 {
+		t.Errorf("epoch %d, want 10 (pause 8, abandon b 9, roll back 10)", c.topo.Epoch)
+	}
+	if e := c.event(topology.EventNodeFenced); e.Node != "b" || e.Details["reason"] != "target_stuck" {
+		t.Errorf("node_fenced %+v, want b as target_stuck", e)
+	}
+	c.event(topology.EventSwitchoverAborted)
+	n := len(c.acked)
+	c.step() // the proxies apply the new epoch
+	c.step()
+	if len(c.acked) == n {
+		t.Error("writes did not resume on a")
+	}
+	b.broken = false
+	c.runUntil(10, "b rejoins", func() bool {
+		nb, _ := c.topo.Node("b")
+		return nb.Role == topology.RoleReplica && c.statuses()["b"].Streaming
+	})
+}
+
 // TestSimulateChaos: random agent kills and returns, slow links, stalled and dead proxies and operator
 // requests, over many steps and seeds; checkDecision and the one-writer check run at every step; once
 // the faults stop, the cluster must settle with one running primary and every node streaming from it.
@@ -580,6 +612,8 @@ func TestSimulateChaos(t *testing.T) {
 					}
 				case 2:
 					n.stalled = !n.stalled
+				case 7:
+					n.broken = !n.broken
 				case 3:
 					px := c.proxies[[]string{"px-east", "px-west"}[r.IntN(2)]]
 					px.alive, px.stalled = r.IntN(3) > 0, r.IntN(3) == 0
@@ -598,7 +632,7 @@ func TestSimulateChaos(t *testing.T) {
 				if !n.agent {
 					n.agent = true
 				}
-				n.stalled = false
+				n.stalled, n.broken = false, false
 			}
 			for _, px := range c.proxies {
 				px.alive, px.stalled = true, false

@@ -62,6 +62,7 @@ type cluster struct {
 	events  []topology.Event
 	refused []string
 	acked   []ack // writes acknowledged to clients
+	pending *ack  // the client's commit waiting for its acknowledgement
 	writes  bool  // a client keeps writing through the proxies
 }
 
@@ -138,9 +139,9 @@ func (c *cluster) step() Decision {
 		for _, px := range c.proxies {
 			allApplied = allApplied && (!px.alive || px.applied == c.topo.Epoch)
 		}
-		if allApplied {
+		if allApplied && c.pending == nil { // one client: it waits for its commit to be acknowledged
 			p.lsn += 0x100000
-			c.acked = append(c.acked, ack{p.lsn, p.name})
+			c.pending = &ack{p.lsn, p.name}
 		}
 	}
 	for range c.order { // streaming, through cascades if any
@@ -148,6 +149,24 @@ func (c *cluster) step() Decision {
 			if n := c.nodes[name]; c.streamsFrom(n) != nil {
 				n.lsn, n.timeline = c.streamsFrom(n).lsn, c.streamsFrom(n).timeline
 			}
+		}
+	}
+	// The commit is acknowledged when the primary has it (async) or, with synchronous_standby_names
+	// = ANY 1 (...), once one of those standbys has received it too.
+	if w := c.pending; w != nil {
+		p := c.nodes[w.node]
+		ok := p.up && p.primary && p.lsn >= w.lsn && len(p.sync) == 0
+		for _, name := range p.sync {
+			if sb := c.nodes[name]; sb.up && !sb.primary && sb.lsn >= w.lsn && sb.timeline == p.timeline {
+				ok = true
+			}
+		}
+		switch {
+		case ok:
+			c.acked = append(c.acked, *w)
+			c.pending = nil
+		case !p.up || !p.primary || c.topo.Primary != w.node:
+			c.pending = nil // the connection broke: the client never got an answer
 		}
 	}
 	for _, p := range c.proxies {
@@ -439,6 +458,49 @@ func TestSimulateFailover(t *testing.T) {
 	if a.upstream != "b" || a.lsn != c.nodes["b"].lsn {
 		t.Errorf("a streams from %q at %s; b at %s", a.upstream, a.lsn, c.nodes["b"].lsn)
 	}
+}
+
+// TestSimulateFailoverSync: in the sync RPO mode a commit is acknowledged only once a standby in
+// another region has it. Both are slow when the primary's agent is SIGKILLed, so its last commit was
+// never acknowledged; every acknowledged write is on the new primary, a synchronous standby, even
+// though the replica in the primary's own region is further ahead.
+func TestSimulateFailoverSync(t *testing.T) {
+	c := newCluster(t)
+	c.topo = withD(c.topo)
+	c.order = append(c.order, "d")
+	c.nodes["d"] = &simNode{name: "d", region: "us-east-1", agent: true, up: true, lsn: l5, upstream: "a", timeline: 1, epoch: 7}
+	c.cfg.RPO = RPO{Mode: RPOSync}
+	c.runUntil(3, "sync standbys set", func() bool { return len(c.nodes["a"].sync) == 2 })
+	c.runUntil(6, "warm up", func() bool { return len(c.acked) >= 4 })
+	c.nodes["b"].stalled, c.nodes["c"].stalled = true, true
+	c.step()
+	c.step()
+	if c.pending == nil {
+		t.Fatal("a commit was acknowledged with both synchronous standbys stalled")
+	}
+	a := c.nodes["a"]
+	a.agent, a.up = false, false
+	dAhead := c.nodes["d"].lsn   // d, in a's region, received the unacknowledged commit
+	c.nodes["b"].stalled = false // b reconnects, but a is gone: it has what it had
+	c.runUntil(12, "failover", func() bool { return c.topo.State == topology.StateSteady && c.topo.Primary != "a" })
+	newPrimary := c.topo.Primary
+	if newPrimary != "b" && newPrimary != "c" {
+		t.Fatalf("promoted %s, not a synchronous standby", newPrimary)
+	}
+	promotedAt := topology.MustParseLSN(c.event(topology.EventFailoverCompleted).Details["lost_from"])
+	for _, w := range c.acked {
+		if w.node == "a" && w.lsn > promotedAt {
+			t.Errorf("write acknowledged at %s on a is lost: %s was promoted at %s", w.lsn, newPrimary, promotedAt)
+		}
+	}
+	if dAhead <= promotedAt {
+		t.Errorf("d (%s) was not ahead of %s (%s): the test does not show the sync restriction", dAhead, newPrimary, promotedAt)
+	}
+	// d is ahead of the new primary's history: it rejoins with a rewind and follows it.
+	c.runUntil(10, "d follows", func() bool {
+		n, _ := c.topo.Node("d")
+		return n.Role == topology.RoleReplica && c.statuses()["d"].Streaming
+	})
 }
 
 // TestSimulateFailoverStuckCandidate: the chosen candidate's PostgreSQL dies as it is told to promote

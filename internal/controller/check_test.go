@@ -16,7 +16,7 @@ import (
 //     agent acknowledged the fence) and every live proxy has applied the fencing epoch; in the sync
 //     mode only to a synchronous standby or the old primary itself (when chosen, unforced); for a switchover only once the old primary stopped cleanly
 //     and the target replayed its final position;
-//   - a change of epoch comes with at least one event.
+//   - a change of epoch or of a node's desired role comes with at least one event.
 //
 // It reports through errorf (t.Errorf, or a collector) so that the random tests can print the input.
 func checkDecision(errorf func(format string, args ...any), in Input, dec Decision) {
@@ -60,6 +60,11 @@ func checkDecision(errorf func(format string, args ...any), in Input, dec Decisi
 		}
 		if changed && events == 0 {
 			errorf("epoch changed without an event: %v", dec.Actions)
+		}
+		for _, n := range after.Nodes {
+			if was, ok := cur.Node(n.Name); ok && was.Role != n.Role && events == 0 {
+				errorf("%s's desired role changed %s -> %s without an event", n.Name, was.Role, n.Role)
+			}
 		}
 		if after.Primary != "" && after.Primary != cur.Primary {
 			if st, ok := in.Nodes[after.Primary]; !ok || !st.Up || st.Role != topology.RolePrimary {

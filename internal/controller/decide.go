@@ -703,6 +703,8 @@ func (d *decider) publishFailover(op *topology.Operation) {
 			if fallback {
 				n.DivergedAt = 0 // unknown: the agent's pg_rewind finds it
 			}
+			d.event(topology.EventNodeRejoining, n.Name, fmt.Sprintf("%s may not be on %s's history: it is rewound to follow it", n.Name, c),
+				map[string]string{"upstream": c, "salvage_from": n.DivergedAt.String(), "salvage_to": st.Position().String(), "reason": "new_primary"})
 			d.act(Rejoin{Node: n.Name, Upstream: c, SalvageFrom: n.DivergedAt, SalvageTo: st.Position()})
 		case n.Role == topology.RoleReplica && n.Upstream != c:
 			n.Upstream = c

@@ -372,6 +372,21 @@ var situations = []situation{
 		},
 	},
 	{
+		name: "candidate promoted while another replica was away: that one rejoins (it may be ahead)",
+		in: func(in *Input) {
+			in.Topology, in.Nodes, in.Proxies = promotingTopo(), failedNodes(), proxies(8, false)
+			node(in, "b", asPrimary)
+			delete(in.Nodes, "c")
+		},
+		want: []string{
+			"write epoch=9 primary=b state=steady a:fenced@0/5000000 b:primary c:rejoining<b@0/5000000",
+			"event node_rejoining node=c reason=new_primary salvage_from=0/5000000 salvage_to=0/0 upstream=b",
+			"event primary_promoted node=b lsn=0/5000000",
+			"event failover_completed node=b from=a lost_bytes=0 lost_from=0/5000000 lost_to=0/5000000 to=b",
+			"rejoin c<b salvage=0/5000000-0/0",
+		},
+	},
+	{
 		name: "candidate lost its lease while promoting: fenced, choose again",
 		in: func(in *Input) {
 			in.Topology, in.Nodes, in.Proxies = promotingTopo(), failedNodes(), proxies(8, false)

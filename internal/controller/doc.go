@@ -10,16 +10,29 @@
 //
 // Everything a multi-step operation needs to go on is in the stored [topology.Topology]: its State,
 // Epoch, per-node desired Role and Upstream, and its Operation (kind, old primary and its position,
-// target, whether the promotion was ordered). The statuses say how far the world has got. So a
-// controller that restarts, or a new leader, computes the same next step from the store alone; the
-// loop's [Timers] (when a node was first seen down, its last status) only ever delay a failover when
-// they are lost, never cause one (without the old primary's last status, its position is estimated
-// from the furthest node, and the event says so). Each decision writes the topology before it acts on a node, and the
-// loop acts on nodes only once that write succeeded, so no node is told anything the store does not
-// justify (see [Action] for the order and what a failed action means).
+// target, whether the promotion was ordered, candidates given up). The statuses say how far the world
+// has got. So a controller that restarts, or a new leader, computes the same next step from the store
+// alone; the loop's [Timers] (when a node was first seen down, its last status) only ever delay a
+// failover when they are lost, never cause one (without the old primary's last status, its position
+// is estimated from the furthest node, and the event says so). Each decision writes the topology
+// before it acts on a node, and the loop acts on nodes only once that write succeeded, so no node is
+// told anything the store does not justify (see [Action] for the order and what a failed action
+// means).
 //
 // The epoch, the fencing token, goes up by one in every written topology whose primary, state or
-// write pause changed, and never goes down.
+// write pause changed, or that gives up a promotion target (which must then acknowledge it), and never
+// goes down.
+//
+// # What Decide expects of the agents
+//
+// An agent reports in NodeStatus.Epoch the topology epoch it has acted on, and for a stopped server
+// the role its pg_control says (a primary that crashed still reports primary). From the topology
+// alone it: fences a node whose desired role is fenced (fast stop, then a standby with no upstream);
+// streams a replica from its Upstream; rewinds and streams a rejoining node (saving its WAL beyond
+// Node.DivergedAt); starts the primary; sets synchronous_standby_names from SyncStandbys; and promotes
+// itself when it is the Operation's target with Promoting set. StopPrimaryClean has no such form (only
+// the controller knows when the proxies hold writes), so Decide repeats it until the old primary
+// reports a clean shutdown; Promote is repeated too. The other node actions are nudges.
 //
 // # Phases
 //
@@ -76,6 +89,8 @@
 // replica in another region streams within the bound and releases them when one does. sync keeps
 // SyncStandbys = every replica in another region and tells the primary (SetSyncStandbys).
 //
-// Every change of the topology comes with at least one event; waiting repeats no event (a block is
-// reported once, remembered in Operation.Blocked) and is described in [Decision.Wait] instead.
+// Every decision that changes the epoch or a node's desired role, or answers a request, emits at
+// least one event (recording a switchover's final position is the one silent write); waiting repeats
+// no event (a block is reported once, remembered in Operation.Blocked) and is described in
+// [Decision.Wait] instead.
 package controller

@@ -22,7 +22,11 @@ func Decide(in Input) Decision {
 	if in.Topology == nil {
 		return Decision{Wait: "no topology in the store yet: the cluster is not bootstrapped"}
 	}
-	d := &decider{in: in, cur: in.Topology, next: in.Topology.Clone(), rpo: in.Config.RPO, req: in.Request}
+	d := &decider{in: in, cur: in.Topology, next: in.Topology.Clone(), rpo: in.Config.RPO}
+	if in.Request != nil {
+		req := *in.Request // a copy: answering it fills in the target, and the input stays untouched
+		d.req = &req
+	}
 	if d.req != nil && d.req.Kind == RequestSetRPO {
 		d.setRPO()
 	}

@@ -940,8 +940,14 @@ func snapshot(in Input) any {
 	if in.Topology != nil {
 		topo = in.Topology.Clone()
 	}
+	var req *Request
+	if in.Request != nil {
+		r := *in.Request
+		req = &r
+	}
 	return struct {
 		T *topology.Topology
 		N map[string]topology.NodeStatus
-	}{topo, in.Nodes}
+		R *Request
+	}{topo, in.Nodes, req}
 }

@@ -9,6 +9,8 @@ import (
 
 // Planned switchover: pre-check, drain, clean stop, catch-up, promote, publish; or roll back.
 
+// startSwitchover answers a switchover request with a healthy primary: the pre-check (target live,
+// running, streaming, within max_switchover_lag), then epoch E+1 with writes paused, state switching.
 func (d *decider) startSwitchover(pst topology.NodeStatus) {
 	p := d.cur.Primary
 	if d.cur.WritesPaused && d.cur.WritesPausedBy == pausedByOperator {

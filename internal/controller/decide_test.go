@@ -1,6 +1,7 @@
 package controller
 
 import (
+	"maps"
 	"strings"
 	"testing"
 	"time"
@@ -948,6 +949,9 @@ func snapshot(in Input) any {
 	return struct {
 		T *topology.Topology
 		N map[string]topology.NodeStatus
+		P map[string]topology.ProxyStatus
+		D map[string]time.Time
+		L map[string]topology.NodeStatus
 		R *Request
-	}{topo, in.Nodes, req}
+	}{topo, maps.Clone(in.Nodes), maps.Clone(in.Proxies), maps.Clone(in.Timers.DownSince), maps.Clone(in.Timers.LastSeen), req}
 }

@@ -63,6 +63,48 @@ type Node struct {
 	Upstream string `json:"upstream,omitempty"`
 	// Priority breaks ties between equally advanced failover candidates: lower goes first.
 	Priority int `json:"priority,omitempty"`
+	// DivergedAt is set on an old primary fenced by a failover: the WAL position where the new
+	// primary's history left it (the promoted node's position). Whatever WAL the node has beyond it is
+	// the divergent range its agent saves for salvage before pg_rewind.
+	DivergedAt LSN `json:"diverged_at,omitempty"`
+}
+
+// OperationKind names a multi-step change of primary.
+type OperationKind string
+
+const (
+	// OpFailover replaces a lost primary (state failing_over).
+	OpFailover OperationKind = "failover"
+	// OpSwitchover moves the primary on purpose with no data loss (state switching).
+	OpSwitchover OperationKind = "switchover"
+)
+
+// Operation is the multi-step change under way, stored in the topology so that any controller (a
+// restarted one, a new leader) resumes it from the store alone. It is nil in the steady state.
+type Operation struct {
+	Kind OperationKind `json:"kind"`
+	// From is the primary being replaced.
+	From string `json:"from,omitempty"`
+	// FromLSN is, for a failover, the old primary's last known WAL position; for a switchover, its
+	// final position after its clean shutdown (0/0 until known).
+	FromLSN LSN `json:"from_lsn,omitempty"`
+	// To is the target: a switchover's target, the node an operator named for a failover, or the
+	// candidate a failover chose.
+	To string `json:"to,omitempty"`
+	// ToLSN is the chosen failover candidate's position when it was chosen.
+	ToLSN LSN `json:"to_lsn,omitempty"`
+	// Promoting is set once the target was told to promote: from there on the operation can only go
+	// forward (a switchover no longer rolls back to the old primary on timeout).
+	Promoting bool `json:"promoting,omitempty"`
+	// Forced lets a failover promote a candidate further behind than max_failover_lag.
+	Forced bool `json:"forced,omitempty"`
+	// Abandoned lists failover candidates that were told to promote and then given up (stuck). Each
+	// was fenced with a new epoch, and nothing else is promoted until each has no lease or has acted
+	// on that epoch, so that a late promotion cannot make a second writer.
+	Abandoned []string `json:"abandoned,omitempty"`
+	// Blocked is why the operation cannot go on, once reported in an event (so it is reported once).
+	Blocked   string    `json:"blocked,omitempty"`
+	StartedAt time.Time `json:"started_at"`
 }
 
 // Topology is the single source of truth about who is primary. Only the controller leader writes it,
@@ -77,6 +119,14 @@ type Topology struct {
 	// Reason says why the last change was made, for people (an event carries the details).
 	Reason    string    `json:"reason,omitempty"`
 	UpdatedAt time.Time `json:"updated_at"`
+	// WritesPausedBy says who paused writes ("operator", "rpo_max_lag", "switchover"), so that each
+	// lifts only its own pause.
+	WritesPausedBy string `json:"writes_paused_by,omitempty"`
+	// SyncStandbys is the set the primary's synchronous_standby_names = ANY 1 (...) names in the sync
+	// RPO mode (empty otherwise). A failover in that mode promotes only one of them.
+	SyncStandbys []string `json:"sync_standbys,omitempty"`
+	// Operation is the failover or switchover under way; nil when steady.
+	Operation *Operation `json:"operation,omitempty"`
 }
 
 // Node returns the node named name.
@@ -99,6 +149,12 @@ func (t *Topology) WritesAllowed() bool {
 func (t *Topology) Clone() *Topology {
 	c := *t
 	c.Nodes = slices.Clone(t.Nodes)
+	c.SyncStandbys = slices.Clone(t.SyncStandbys)
+	if t.Operation != nil {
+		op := *t.Operation
+		op.Abandoned = slices.Clone(op.Abandoned)
+		c.Operation = &op
+	}
 	return &c
 }
 
@@ -179,7 +235,10 @@ type NodeStatus struct {
 	// 0 when caught up).
 	Lag       time.Duration `json:"lag,omitempty"`
 	LastError string        `json:"last_error,omitempty"`
-	At        time.Time     `json:"at"`
+	// ShutdownClean reports that PostgreSQL is down after a clean (fast) shutdown the agent made; its
+	// WriteLSN is then the final position (the shutdown checkpoint's end, from pg_controldata).
+	ShutdownClean bool      `json:"shutdown_clean,omitempty"`
+	At            time.Time `json:"at"`
 }
 
 // Position is the furthest WAL position the node has: written on a primary, received on a replica.
@@ -209,6 +268,11 @@ const (
 	EventSwitchoverStarted   EventKind = "switchover_started"
 	EventSwitchoverCompleted EventKind = "switchover_completed"
 	EventSwitchoverAborted   EventKind = "switchover_aborted"
+	EventSwitchoverRefused   EventKind = "switchover_refused"
+	EventFailoverBlocked     EventKind = "failover_blocked"
+	EventCandidateChosen     EventKind = "candidate_chosen"
+	EventNodeRejoining       EventKind = "node_rejoining"
+	EventRequestRefused      EventKind = "request_refused"
 	EventNodeFenced          EventKind = "node_fenced"
 	EventNodeRejoined        EventKind = "node_rejoined"
 	EventWALSalvaged         EventKind = "wal_salvaged"

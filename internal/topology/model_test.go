@@ -108,3 +108,16 @@ func TestJSON(t *testing.T) {
 		t.Fatalf("topology round trip: %+v, %v", tb, err)
 	}
 }
+
+// TestCloneDeep: the optional parts added for the controller (operation, sync standbys) are copied too.
+func TestCloneDeep(t *testing.T) {
+	tp := sample()
+	tp.SyncStandbys = []string{"b"}
+	tp.Operation = &Operation{Kind: OpFailover, From: "a"}
+	c := tp.Clone()
+	c.SyncStandbys[0] = "c"
+	c.Operation.To = "b"
+	if tp.SyncStandbys[0] != "b" || tp.Operation.To != "" {
+		t.Errorf("Clone shares sync standbys or the operation: %+v %+v", tp.SyncStandbys, tp.Operation)
+	}
+}

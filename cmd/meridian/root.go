@@ -14,10 +14,11 @@ import (
 func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 	root := asGroup(&cobra.Command{
 		Use:   "meridian",
-		Short: "Read local, write global: multi-region PostgreSQL with automatic failover",
+		Short: "Read local, write global: multi-region PostgreSQL",
 		Long: "Meridian runs one application in several regions on PostgreSQL: each region reads from its own\n" +
-			"replica, writes go to the single global primary, and when a region fails the primary and the\n" +
-			"traffic move by themselves.",
+			"replica and writes go to the single global primary, through the region's proxy. Moving the\n" +
+			"primary when a region fails is manual for now (docs/deploy.md); the control plane that does it\n" +
+			"by itself is being built.",
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	})

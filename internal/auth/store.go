@@ -155,12 +155,15 @@ func (s *Store) query(ctx context.Context, cfg *Config, user string) (string, er
 		cancel()
 		if res.Err != nil {
 			var pe *pgconn.PgError
-			if errors.As(res.Err, &pe) {
+			if errors.As(res.Err, &pe) && pe.Severity != "FATAL" && pe.Severity != "PANIC" && !qc.conn.IsClosed() {
 				s.putConn(qc)
 				return "", fmt.Errorf("auth query failed: %s (SQLSTATE %s)", pe.Message, pe.Code)
 			}
+			// The connection broke, or its backend ended while it sat idle (the FATAL error of a
+			// server shut down for a failover, a terminated backend, waiting in the socket): once
+			// more on a new one.
 			s.dropConn(qc)
-			continue // the connection broke (a failover?): once more on a new one
+			continue
 		}
 		s.putConn(qc)
 		if len(res.Rows) == 0 || len(res.Rows[0]) == 0 || res.Rows[0][0] == nil {

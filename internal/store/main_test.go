@@ -7,8 +7,16 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
+
 	"github.com/meridiandb/meridian/internal/topology"
 )
+
+// TestMain checks that the store, its sessions, watches and elections, and the embedded members leave
+// no goroutine behind once closed.
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
 
 // testLogger discards etcd's logs unless MERIDIAN_TEST_ETCD_LOG is set: members stopped on purpose
 // warn a lot, and etcd's goroutines may log after a test has returned (so not through t.Log).

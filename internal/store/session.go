@@ -251,8 +251,11 @@ func (ss *Session) Close(ctx context.Context) error {
 		if ss.s.cli.Ctx().Err() != nil {
 			return // the store is closed: the lease expires after its TTL
 		}
+		// If revoking takes longer than the TTL, the lease has expired anyway.
 		rctx, cancel := ss.s.reqCtx(ctx)
 		defer cancel()
+		rctx, cancel2 := context.WithTimeout(rctx, ss.ttl)
+		defer cancel2()
 		if _, err := ss.s.cli.Revoke(rctx, ss.id); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
 			ss.closeErr = ss.s.wrap("revoke lease", err)
 		}

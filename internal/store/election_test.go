@@ -2,6 +2,7 @@ package store
 
 import (
 	"errors"
+	"strings"
 	"testing"
 	"time"
 )
@@ -72,9 +73,15 @@ func TestElectionGuardedWrites(t *testing.T) {
 		t.Fatalf("leader = %q, %v; want ctrl-b", name, err)
 	}
 
-	// The deposed leader's write fails even at the current revision; the new leader's commits.
-	if _, err := sa.PutTopology(ctx, sampleTopology(3, "c"), rev, la); !errors.Is(err, ErrNotLeader) {
-		t.Fatalf("deposed leader's write: err = %v, want ErrNotLeader", err)
+	// The deposed leader's write fails even at the current revision: refused locally, since its
+	// session knows it is lost, and by etcd in the transaction for a deposed leader that has not
+	// noticed yet (its leadership paired here with a session that is still valid).
+	if _, err := sa.PutTopology(ctx, sampleTopology(3, "c"), rev, la); !errors.Is(err, ErrNotLeader) || !errors.Is(err, ErrSessionLost) {
+		t.Fatalf("deposed leader's write: err = %v, want ErrNotLeader with ErrSessionLost", err)
+	}
+	unaware := &Leadership{Name: la.Name, Key: la.Key, Rev: la.Rev, sess: sessB}
+	if _, err := sa.PutTopology(ctx, sampleTopology(3, "c"), rev, unaware); !errors.Is(err, ErrNotLeader) || !strings.Contains(err.Error(), "is gone") {
+		t.Fatalf("unaware deposed leader's write: err = %v, want ErrNotLeader from the transaction", err)
 	}
 	if rev, err = sb.PutTopology(ctx, sampleTopology(3, "a"), rev, lb); err != nil {
 		t.Fatalf("new leader's write: %v", err)

@@ -43,6 +43,13 @@ func (s *Store) PutTopology(ctx context.Context, t *topology.Topology, rev int64
 	if err := t.Validate(); err != nil {
 		return 0, fmt.Errorf("put topology epoch %d: %w", t.Epoch, err)
 	}
+	if lead != nil {
+		// The transaction below is what makes two writers impossible; this only stops a leader that
+		// already knows it lost its lease from trying.
+		if err := lead.sess.Err(); err != nil {
+			return 0, fmt.Errorf("put topology epoch %d: %w: %w", t.Epoch, ErrNotLeader, err)
+		}
+	}
 	val, err := json.Marshal(t)
 	if err != nil {
 		return 0, fmt.Errorf("put topology: %w", err)

@@ -16,14 +16,14 @@ type SessionConfig struct {
 	// TTL is the lease's time to live: the store deletes everything written under the lease this long
 	// after the last renewal it processed. etcd counts whole seconds (it rounds up) and may grant more
 	// than asked (its minimum is 1.5 election timeouts); the session uses what was granted.
-	TTL time.Duration
+	TTL time.Duration `yaml:"ttl"`
 	// SafetyMargin is how long before the lease can expire the session declares itself lost: the time
 	// the caller needs to fence (stop PostgreSQL taking writes) while the lease surely still holds.
 	// Default TTL/3.
-	SafetyMargin time.Duration
+	SafetyMargin time.Duration `yaml:"safety_margin"`
 	// RenewInterval is how often the lease is renewed. Default (TTL-SafetyMargin)/3; at most
 	// (TTL-SafetyMargin)/2, so that a failed renewal is retried at least once before the deadline.
-	RenewInterval time.Duration
+	RenewInterval time.Duration `yaml:"renew_interval"`
 }
 
 // ErrSessionConfig is wrapped by SessionConfig.Validate errors.

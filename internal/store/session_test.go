@@ -87,7 +87,7 @@ func TestStatusesVanishWithLease(t *testing.T) {
 	// The agent's connection goes away: no more renewals.
 	cut := time.Now()
 	agent.Close()
-	lostAt := waitClosed(t, sess.Lost(), sess.TTL(), "lease-loss signal")
+	lostAt := waitClosed(t, sess.Lost(), 2*sess.TTL(), "lease-loss signal")
 	validUntil := sess.ValidUntil()
 	if !errors.Is(sess.Err(), ErrSessionLost) {
 		t.Fatalf("Err = %v, want ErrSessionLost", sess.Err())
@@ -149,7 +149,7 @@ func TestSessionCloseAndRevoke(t *testing.T) {
 	if _, err := s.Client().Revoke(ctx, sess.ID()); err != nil {
 		t.Fatal(err)
 	}
-	waitClosed(t, sess.Lost(), 2*testSessionConfig.RenewInterval, "Lost after revoke")
+	waitClosed(t, sess.Lost(), 2*sess.TTL(), "Lost after revoke")
 	if !errors.Is(sess.Err(), ErrSessionLost) {
 		t.Fatalf("Err = %v, want ErrSessionLost", sess.Err())
 	}

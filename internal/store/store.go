@@ -107,8 +107,10 @@ func Open(ctx context.Context, cfg Config, opt Options) (*Store, error) {
 	return s, nil
 }
 
-// Close closes the etcd connection. Sessions made from the store stop renewing (their Lost channel
-// fires and their leases expire after their TTL unless closed first), and watches end. Idempotent.
+// Close closes the etcd connection; it is idempotent. Shut down in this order: cancel the watches'
+// contexts, resign and close elections, close sessions (which revokes their leases, so statuses vanish
+// at once), then close the store. Sessions still open when the store closes stop renewing: their Lost
+// channels close at their deadlines and their leases expire after the TTL. Watches end.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		if err := s.cli.Close(); err != nil && !errors.Is(err, context.Canceled) {

@@ -91,6 +91,26 @@ func (e *Election) Leader(ctx context.Context) (string, int64, error) {
 	return string(resp.Kvs[0].Value), resp.Kvs[0].CreateRevision, nil
 }
 
+// Observe delivers the name of each new leader (the current one first, once there is one) until ctx
+// ends; then it closes the channel. For followers and status pages: acting needs a [Leadership].
+func (e *Election) Observe(ctx context.Context) <-chan string {
+	ch := make(chan string)
+	go func() {
+		defer close(ch)
+		for resp := range e.el.Observe(ctx) {
+			if len(resp.Kvs) == 0 {
+				continue
+			}
+			select {
+			case ch <- string(resp.Kvs[0].Value):
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return ch
+}
+
 // Close stops the election's keep-alive of the lease (the Session keeps renewing it until it is
 // closed itself). It does not resign: call Resign first for a quick hand-over.
 func (e *Election) Close() { e.cs.Orphan() }

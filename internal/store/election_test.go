@@ -33,6 +33,10 @@ func TestElectionGuardedWrites(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	leaders := eb.Observe(ctx)
+	if name := recv(t, leaders, 5*time.Second, "observed leader"); name != "ctrl-a" {
+		t.Fatalf("observed leader %q, want ctrl-a", name)
+	}
 	type result struct {
 		l   *Leadership
 		err error
@@ -69,6 +73,9 @@ func TestElectionGuardedWrites(t *testing.T) {
 		t.Fatal(r.err)
 	}
 	lb := r.l
+	if name := recv(t, leaders, 5*time.Second, "observed new leader"); name != "ctrl-b" {
+		t.Fatalf("observed leader %q, want ctrl-b", name)
+	}
 	if name, _, err := ea.Leader(ctx); err != nil || name != "ctrl-b" {
 		t.Fatalf("leader = %q, %v; want ctrl-b", name, err)
 	}

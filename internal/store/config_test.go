@@ -113,7 +113,7 @@ func TestTLSAndAuth(t *testing.T) {
 	defer cancel()
 	m, err := StartEmbedded(ctx, EmbeddedConfig{Dir: filepath.Join(dir, "etcd"), Name: "solo", PeerURL: peer, ClientURL: client,
 		ClientTLS:     &EmbeddedTLS{CertFile: pki.serverCert, KeyFile: pki.serverKey, CAFile: pki.ca, ClientCertAuth: true},
-		UnsafeNoFsync: true, Logger: testLogger()})
+		UnsafeNoFsync: true, BcryptCost: 4, Logger: testLogger()}) // bcrypt.MinCost: logins stay fast under -race
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,7 +123,7 @@ func TestTLSAndAuth(t *testing.T) {
 	if err := os.WriteFile(pwFile, []byte("s3cret\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfg := Config{Endpoints: []string{m.ClientURL()}, Cluster: "tls", DialTimeout: 2 * time.Second,
+	cfg := Config{Endpoints: []string{m.ClientURL()}, Cluster: "tls", DialTimeout: 10 * time.Second,
 		TLS: TLSConfig{CAFile: pki.ca, CertFile: pki.clientCert, KeyFile: pki.clientKey}}
 	s, err := Open(ctx, cfg, Options{Logger: testLogger()})
 	if err != nil {

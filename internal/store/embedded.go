@@ -36,6 +36,9 @@ type EmbeddedConfig struct {
 	ClientTLS, PeerTLS *EmbeddedTLS
 	// UnsafeNoFsync skips fsync: for tests and throwaway labs only, never for data you keep.
 	UnsafeNoFsync bool
+	// BcryptCost is the cost of hashing the passwords of etcd's users (0: etcd's default, 10). Tests
+	// lower it: every password login pays it, many times over under the race detector.
+	BcryptCost uint
 	// Logger receives etcd's warnings and errors; nil discards them.
 	Logger *slog.Logger
 }
@@ -93,6 +96,9 @@ func StartEmbedded(ctx context.Context, cfg EmbeddedConfig) (*Embedded, error) {
 	ec.ClientTLSInfo = cfg.ClientTLS.info()
 	ec.PeerTLSInfo = cfg.PeerTLS.info()
 	ec.UnsafeNoFsync = cfg.UnsafeNoFsync
+	if cfg.BcryptCost > 0 {
+		ec.BcryptCost = cfg.BcryptCost
+	}
 	ec.EnableGRPCGateway = false
 	// Agents report twice a second: keep an hour of history for watchers to resume from, no more.
 	ec.AutoCompactionMode = embed.CompactorModePeriodic
